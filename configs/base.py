@@ -1,0 +1,75 @@
+"""Shared base config: the paper's values (DL-VHD, ICCV 2021, Sec. 4.1 and SPEC.md).
+
+Every task config starts from `get_base_config()` and changes a few fields.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # dlvhd | sl (and the ablations / UDA baselines registered in dlvhd_jax.objectives).
+  c.name = 'run'  # default workdir: runs/<name>
+  c.method = 'dlvhd'
+  c.seed = 0
+  c.compare_methods = ()  # several methods on the same data, one sub-workdir each
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'youtube_highlights'  # youtube_highlights (UMT layout) | synthetic (embedded)
+  c.data.root = ''  # folder with youtube_anno.json + video_features/ ('' for synthetic: <workdir>/data)
+  c.data.synthetic_seed = 0
+  c.data.source_category = 'surfing'
+  c.data.target_category = 'skiing'
+  c.data.features = 'rgb+opt'  # rgb | opt | rgb+opt (concatenated) | any <name> with <vid>_<name>.npy
+  c.data.split = 'umt'  # umt | official | random
+  c.data.split_seed = 42  # seed of the paper's 70/30 random split
+  c.data.bank_dtype = 'float32'  # dtype of the device-resident feature bank
+
+  c.model = ml_collections.ConfigDict()
+  c.model.width = -1  # -1 = feature dimension (no input projection, as the paper)
+  c.model.depth = 5
+  c.model.num_heads = 8
+  c.model.mlp_ratio = 2  # MLP width = mlp_ratio * width (4096 -> 8192)
+  c.model.head_dims = (1024, 256)
+  c.model.dropout = 0.5
+  c.model.use_encoder = True  # False = the paper's "w/o T" ablation
+  c.model.dtype = 'float32'  # compute dtype; parameters stay float32
+  c.model.remat = False  # rematerialize encoder blocks (large batches)
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.set_size = 20  # N
+  c.sampling.mode = 'random'  # random (paper) | window (published code)
+  c.sampling.mixed_share = 'half'  # half (paper: k = N/2) | uniform (code: r ~ U(0.3, 0.7))
+  c.sampling.source_label_in_mixed = 0.0  # 0 (paper) or -1 (published code)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.distill_weight = 1.0  # lambda
+  c.loss.distill_stop_gradient = False  # the published code lets gradients flow through y_avg
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 1  # source sets per step, global (the paper: one set per step)
+  c.train.num_epochs = 50
+  c.train.num_steps = 0  # > 0 overrides the epoch count
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9
+  c.train.weight_decay = 5e-4
+  c.train.lr_decay_epochs = 20
+  c.train.lr_decay_factor = 0.1
+  c.train.steps_per_dispatch = 1  # training steps per compiled call (lax.scan)
+  c.train.log_every_steps = 100
+  c.train.checkpoint_every_steps = 1000
+  c.train.max_checkpoints = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.edge_rule = 'duplicate'  # duplicate (paper) | shrink (published code)
+  c.eval.batch_size = 1024  # windows per compiled call
+
+  c.benchmark = ml_collections.ConfigDict()
+  c.benchmark.num_steps = 10
+  c.benchmark.warmup_steps = 2
+  c.benchmark.batch_size = -1  # -1 = train.batch_size
+  c.benchmark.dtype = ''  # '' = model.dtype
+  c.benchmark.feature_dim = -1  # -1 = model.width if set, else 2048 (I3D rgb+opt)
+  c.benchmark.num_videos = 64
+  c.benchmark.segments_per_video = 64
+  c.benchmark.eval_windows = 2048
+  return c

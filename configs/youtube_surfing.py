@@ -1,0 +1,36 @@
+"""DL-VHD on YouTube Highlights, source surfing, target overridable (default skiing).
+
+Presets (`--config=configs/youtube_surfing.py:<preset>`):
+  (none)  the paper's values (width = feature dim, depth 5, batch 1, 50 epochs).
+  cpu     a small model (width 256 through a linear projection, depth 2, 4 heads) with
+          batch 32 and 1500 steps, which trains and evaluates surfing -> skiing on a 2-core
+          CPU in minutes.
+"""
+from configs import base
+
+
+def apply_cpu_preset(c):
+  c.model.width = 256
+  c.model.depth = 2
+  c.model.num_heads = 4
+  c.train.batch_size = 32
+  c.train.num_steps = 1500
+  # With 32 sets per step instead of one, a larger learning rate keeps the step count small.
+  c.train.learning_rate = 0.05
+  c.train.steps_per_dispatch = 10
+  c.train.log_every_steps = 100
+  c.train.checkpoint_every_steps = 500
+  return c
+
+
+def get_config(preset: str = ''):
+  c = base.get_base_config()
+  c.name = 'youtube_surfing'
+  c.method = 'dlvhd'
+  c.data.source_category = 'surfing'
+  c.data.target_category = 'skiing'
+  if preset == 'cpu':
+    apply_cpu_preset(c)
+  elif preset:
+    raise ValueError(f'unknown preset {preset!r} for youtube_surfing.py; presets: cpu')
+  return c

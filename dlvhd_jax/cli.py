@@ -1,0 +1,65 @@
+"""What each `launch.py --mode` does, given a resolved config and a workdir."""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+
+from data_pipelines.errors import UserInputError
+
+
+def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
+  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
+  methods = tuple(cfg.get('compare_methods', ()) or ())
+  if not methods:
+    res = experiment.run(cfg, workdir, mode, progress)
+    print(json.dumps({k: res[k] for k in ('method', 'source_category', 'target_category', 'map',
+                                           'map_umt', 'num_test_videos', 'wall_s')}))
+    return 0
+  # Several methods on the same data (configs/demo.py): one sub-workdir each, one summary.
+  data_root = experiment.resolve_data_root(cfg, workdir)
+  runs = {}
+  for method in methods:
+    sub = cfg.copy_and_resolve_references()
+    with sub.unlocked():
+      sub.method = method
+      sub.data.root = data_root
+      sub.compare_methods = ()
+    runs[method] = experiment.run(sub, os.path.join(workdir, method), mode, progress)
+  first = runs[methods[0]]
+  summary = {**first, 'runs': {m: {k: r[k] for k in ('map', 'map_umt', 'wall_s', 'steps')}
+                               for m, r in runs.items()}}
+  experiment.write_json(os.path.join(workdir, 'results.json'), summary)
+  print(f'{"method":<20} {"mAP":>8} {"mAP(UMT)":>9} {"wall s":>8}   '
+        f'({first["source_category"]} -> {first["target_category"]}, '
+        f'{first["num_test_videos"]} test videos)')
+  for m, r in runs.items():
+    print(f'{m:<20} {r["map"]:>8.4f} {r["map_umt"]:>9.4f} {r["wall_s"]:>8.1f}')
+  return 0
+
+
+def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
+  # Orbax logs every save at INFO; keep the console for the progress bar and results.
+  logging.set_verbosity(logging.WARNING)
+  if mode in ('train', 'eval'):
+    return _train_or_eval(cfg, workdir, mode, progress)
+  if mode == 'benchmark':
+    if 'video_dir' in cfg:
+      from data_pipelines import extract  # pylint: disable=g-import-not-at-top
+      result = extract.run_extraction_benchmark(cfg, workdir)
+    else:
+      from dlvhd_jax import benchmark  # pylint: disable=g-import-not-at-top
+      result = benchmark.run(cfg, workdir)
+    print(json.dumps(result))
+    return 0
+  if mode == 'extract':
+    if 'video_dir' not in cfg:
+      raise UserInputError('--mode=extract needs an extraction config: '
+                           '--config=configs/extract_c3d.py')
+    from data_pipelines import extract  # pylint: disable=g-import-not-at-top
+    return extract.run_extraction(cfg, workdir)
+  if mode == 'sweep':
+    from dlvhd_jax import sweep  # pylint: disable=g-import-not-at-top
+    return sweep.run(cfg, workdir, progress)
+  raise UserInputError(f'--mode={mode} is unknown')

@@ -1,0 +1,76 @@
+"""The losses of SL-module and DL-VHD (SPEC: "SL-module", "DL-VHD").
+
+All functions are per set: inputs [B, N] with a [B, N] bool mask of valid positions, output
+[B]. Softmaxes and KLs run in float32 whatever the compute dtype of the model.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_NEG = -1e30
+
+
+def masked_log_softmax(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """log softmax over the valid positions of each set: [B, N] -> [B, N] (0 at padding)."""
+  x = jnp.where(mask, x.astype(jnp.float32), _NEG)
+  out = x - jax.nn.logsumexp(x, axis=-1, keepdims=True)
+  return jnp.where(mask, out, 0.0)
+
+
+def set_kl_divergence(target: jax.Array, pred: jax.Array, mask: jax.Array) -> jax.Array:
+  """KL(softmax(target) || softmax(pred)) over the valid positions, / number of valid positions.
+
+  target, pred: [B, N] float; mask: [B, N] bool -> [B]. The division matches torch's
+  `kl_div(reduction='mean')` on an unpadded set of that size.
+  """
+  log_p = masked_log_softmax(target, mask)
+  log_q = masked_log_softmax(pred, mask)
+  p = jnp.where(mask, jnp.exp(log_p), 0.0)
+  kl = jnp.sum(p * (log_p - log_q), axis=-1)
+  return kl / jnp.maximum(jnp.sum(mask, axis=-1), 1)
+
+
+def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array, *,
+                      stop_gradient: bool = False) -> jax.Array:
+  """L_distill per set: 1/2 [KL(sm(y_avg) || sm(coarse)) + KL(sm(y_avg) || sm(fine))].
+
+  coarse, fine: the two heads' scores in (-1, 1), [B, N]; mask [B, N] -> [B]. y_avg is the
+  heads' mean; the published code lets the gradient flow through it (stop_gradient=False).
+  """
+  avg = 0.5 * (coarse.astype(jnp.float32) + fine.astype(jnp.float32))
+  if stop_gradient:
+    avg = jax.lax.stop_gradient(avg)
+  return 0.5 * (set_kl_divergence(avg, coarse, mask) + set_kl_divergence(avg, fine, mask))
+
+
+def has_positive(labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """[B, N] labels -> [B] float weight: 1 if the set has a valid label > 0, else 0."""
+  return jnp.any((labels > 0) & mask, axis=-1).astype(jnp.float32)
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  """Mean of [B] values over the sets with weight 1 (0 if there is none)."""
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """SL-module's L_pred averaged over the sets that carry a positive label: [B, N] -> []."""
+  return weighted_mean(set_kl_divergence(labels, scores, mask), has_positive(labels, mask))
+
+
+def dlvhd_loss(source_labels, source_fine, mixed_labels, mixed_coarse, target_coarse,
+               target_fine, source_mask, mixed_mask, target_mask, *, distill_weight: float,
+               use_coarse: bool = True, use_fine: bool = True, use_distill: bool = True,
+               distill_stop_gradient: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L_coarse + L_fine + lambda * L_distill (Eq. 6); each term averaged over its sets. [B, N] each.
+
+  The flags give the ablations of Table 4 (coarse only, fine only, without L_distill).
+  """
+  l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask)
+  l_fine = set_prediction_loss(source_labels, source_fine, source_mask)
+  l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask,
+                                         stop_gradient=distill_stop_gradient))
+  total = (use_coarse * l_coarse + use_fine * l_fine
+           + (distill_weight * use_distill) * l_distill)
+  return total, {'loss_coarse': l_coarse, 'loss_fine': l_fine, 'loss_distill': l_distill}

@@ -1,0 +1,184 @@
+"""The set model of SL-module / DL-VHD: a shared set Transformer encoder and scoring heads.
+
+SPEC: pre-LN Transformer blocks without positional encoding (a set is permutation
+invariant), padding positions masked in attention, dropout on both residual branches,
+and MLP scoring heads FC(w,1024) -> ReLU -> Drop -> FC(1024,256) -> ReLU -> Drop -> FC(256,1)
+whose output is mapped to (-1, 1) by 2*sigmoid(.) - 1.
+
+Dropout takes an explicit PRNG key (folded per layer) instead of an nnx.Rngs stream, so the
+compiled train step stays a pure function of (params, optimizer state, step, key) and its
+random draws do not depend on how the batch is sharded.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from data_pipelines.errors import UserInputError
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def canonical_dtype(name: str):
+  if name not in DTYPES:
+    raise UserInputError(f'config.model.dtype={name!r} is not one of {sorted(DTYPES)}')
+  return DTYPES[name]
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when `key` is None (evaluation) or rate == 0."""
+  if key is None or rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
+
+
+def _fold(key: jax.Array | None, i: int) -> jax.Array | None:
+  return None if key is None else jax.random.fold_in(key, i)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention over a set with a key padding mask."""
+
+  def __init__(self, width: int, num_heads: int, *, dtype, rngs: nnx.Rngs):
+    if width % num_heads:
+      raise UserInputError(f'config.model.width={width} is not divisible by model.num_heads={num_heads}')
+    self.num_heads = num_heads
+    self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.out = nnx.Linear(width, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """x: [B, N, W], mask: [B, N] bool (True = valid) -> [B, N, W]."""
+    b, n, w = x.shape
+    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, w // self.num_heads)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    # Keys at padding positions are masked; the softmax itself runs in f32 inside XLA's
+    # attention for bf16 inputs.
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
+    return self.out(y.reshape(b, n, w))
+
+
+class EncoderBlock(nnx.Module):
+  """x = x + Drop(Attn(LN(x))); x = x + Drop(MLP(LN(x)))."""
+
+  def __init__(self, width: int, num_heads: int, mlp_dim: int, dropout_rate: float, *,
+               dtype, rngs: nnx.Rngs):
+    self.dropout_rate = dropout_rate
+    self.ln1 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.attn = SelfAttention(width, num_heads, dtype=dtype, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.fc1 = nnx.Linear(width, mlp_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.fc2 = nnx.Linear(mlp_dim, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    """x: [B, N, W] -> [B, N, W]."""
+    x = x + dropout(self.attn(self.ln1(x), mask), self.dropout_rate, _fold(key, 0))
+    h = self.fc2(jax.nn.gelu(self.fc1(self.ln2(x)), approximate=False))
+    return x + dropout(h, self.dropout_rate, _fold(key, 1))
+
+
+class SetEncoder(nnx.Module):
+  """Shared set Transformer T: [B, N, D] features -> [B, N, W] contextual embeddings."""
+
+  def __init__(self, in_dim: int, width: int, depth: int, num_heads: int, mlp_dim: int,
+               dropout_rate: float, *, dtype, remat: bool, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.remat = remat
+    # The paper has no input projection (width = feature dim); a different width adds one.
+    self.proj = (nnx.Linear(in_dim, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                 if width != in_dim else None)
+    self.blocks = nnx.List([
+        EncoderBlock(width, num_heads, mlp_dim, dropout_rate, dtype=dtype, rngs=rngs)
+        for _ in range(depth)])
+
+  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    x = x.astype(self.dtype)
+    if self.proj is not None:
+      x = self.proj(x)
+    for i, block in enumerate(self.blocks):
+      if self.remat:
+        x = nnx.remat(lambda blk, x_, m_, k_: blk(x_, m_, k_))(block, x, mask, _fold(key, i))
+      else:
+        x = block(x, mask, _fold(key, i))
+    return x
+
+
+class ScoringHead(nnx.Module):
+  """C: [B, N, W] -> highlight scores [B, N] in (-1, 1), float32."""
+
+  def __init__(self, width: int, hidden: Sequence[int], dropout_rate: float, *, dtype,
+               rngs: nnx.Rngs):
+    self.dropout_rate = dropout_rate
+    dims = [width, *hidden, 1]
+    self.layers = nnx.List([
+        nnx.Linear(a, b, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        for a, b in zip(dims[:-1], dims[1:])])
+
+  def logits(self, h: jax.Array, key: jax.Array | None) -> jax.Array:
+    for i, layer in enumerate(self.layers[:-1]):
+      h = dropout(jax.nn.relu(layer(h)), self.dropout_rate, _fold(key, i))
+    return self.layers[-1](h)[..., 0].astype(jnp.float32)
+
+  def __call__(self, h: jax.Array, key: jax.Array | None) -> jax.Array:
+    return 2.0 * jax.nn.sigmoid(self.logits(h, key)) - 1.0
+
+
+class HighlightModel(nnx.Module):
+  """One shared encoder (or none: the "w/o T" ablation) and the named heads of an objective."""
+
+  def __init__(self, in_dim: int, *, width: int, depth: int, num_heads: int, mlp_dim: int,
+               head_dims: Sequence[int], heads: Sequence[str], dropout_rate: float,
+               use_encoder: bool, dtype, remat: bool, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.encoder = (SetEncoder(in_dim, width, depth, num_heads, mlp_dim, dropout_rate,
+                               dtype=dtype, remat=remat, rngs=rngs)
+                    if use_encoder else None)
+    head_in = width if use_encoder else in_dim
+    self.heads = nnx.Dict({name: ScoringHead(head_in, head_dims, dropout_rate, dtype=dtype,
+                                             rngs=rngs) for name in heads})
+
+  def encode(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    """x: [B, N, D], mask: [B, N] -> embeddings [B, N, W] (x itself without encoder)."""
+    if self.encoder is None:
+      return x.astype(self.dtype)
+    return self.encoder(x, mask, key)
+
+  def score(self, h: jax.Array, key: jax.Array | None) -> dict[str, jax.Array]:
+    """h: [B, N, W] -> {head name: scores [B, N] in (-1, 1)}."""
+    return {name: head(h, _fold(key, i)) for i, (name, head) in enumerate(sorted(self.heads.items()))}
+
+  def __call__(self, x, mask, key=None):
+    k_enc, k_head = (None, None) if key is None else tuple(jax.random.split(key))
+    return self.score(self.encode(x, mask, k_enc), k_head)
+
+
+def build_model(cfg, in_dim: int, heads: Sequence[str], seed: int) -> HighlightModel:
+  """Builds the model of `cfg.model` for features of dimension `in_dim`."""
+  m = cfg.model
+  width = in_dim if m.width in (-1, 0, None) else int(m.width)
+  return HighlightModel(
+      in_dim, width=width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_ratio * width,
+      head_dims=tuple(m.head_dims), heads=heads, dropout_rate=m.dropout,
+      use_encoder=m.use_encoder, dtype=canonical_dtype(m.dtype), remat=m.remat,
+      rngs=nnx.Rngs(params=seed))
+
+
+def train_flops_per_set(n: int, in_dim: int, width: int, depth: int, mlp_dim: int,
+                        head_dims: Sequence[int], num_heads_scored: int, use_encoder: bool) -> float:
+  """Analytic training FLOPs of one set of N segments through encoder + heads (fwd + bwd = 3x fwd).
+
+  Per token: projection 2*D*W (if any); per block 2*(3W^2 + W^2) (qkv + out) + 2*2*W*M (MLP)
+  and attention 2*2*N*W (scores + weighted sum); per head 2*sum(a*b) over its FC layers.
+  """
+  fwd = 0.0
+  if use_encoder:
+    if width != in_dim:
+      fwd += 2 * in_dim * width
+    fwd += depth * (2 * 4 * width * width + 2 * 2 * width * mlp_dim + 2 * 2 * n * width)
+  head_in = width if use_encoder else in_dim
+  dims = [head_in, *head_dims, 1]
+  fwd += num_heads_scored * sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+  return 3.0 * fwd * n

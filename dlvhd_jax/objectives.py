@@ -1,0 +1,116 @@
+"""Training objectives, one registry for every method (`config.method`).
+
+An objective names the heads its model needs, which heads score at test time, whether it
+draws unlabeled target sets, and its loss on one step's sets. The train step, sampling and
+evaluation are shared; a new method (e.g. a UDA baseline) registers here instead of copying
+the loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from data_pipelines.errors import UserInputError
+from dlvhd_jax import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class SetBatch:
+  """One step's sets: x [B, N, D], y [B, N] float, mask [B, N] bool; target/mixed may be None."""
+  source_x: jax.Array
+  source_y: jax.Array
+  source_mask: jax.Array
+  target_x: jax.Array | None = None
+  target_mask: jax.Array | None = None
+  mixed_x: jax.Array | None = None
+  mixed_y: jax.Array | None = None
+  mixed_mask: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  name: str
+  heads: tuple[str, ...]
+  eval_heads: tuple[str, ...]  # test-time score = mean of these heads
+  uses_target: bool  # draws unlabeled target (and mixed) sets
+  # loss(model, batch, key, cfg) -> (scalar loss, {name: scalar metric})
+  loss: Callable
+  # Optional custom update for methods with several optimizer phases per step (MCD).
+  update: Callable | None = None
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(objective: Objective) -> Objective:
+  OBJECTIVES[objective.name] = objective
+  return objective
+
+
+def get_objective(name: str) -> Objective:
+  # Baselines register themselves on import.
+  from dlvhd_jax import baselines  # noqa: F401  pylint: disable=g-import-not-at-top
+  if name not in OBJECTIVES:
+    raise UserInputError(f'config.method={name!r} is unknown; choose one of {sorted(OBJECTIVES)}')
+  return OBJECTIVES[name]
+
+
+def encode_sets(model, xs, masks, key):
+  """One encoder pass over several groups of sets: lists of [B_i, N, D] / [B_i, N] -> list of [B_i, N, W]."""
+  sizes = [x.shape[0] for x in xs]
+  h = model.encode(jnp.concatenate(xs, axis=0), jnp.concatenate(masks, axis=0), key)
+  return jnp.split(h, _offsets(sizes), axis=0)
+
+
+def _offsets(sizes):
+  out, acc = [], 0
+  for s in sizes[:-1]:
+    acc += s
+    out.append(acc)
+  return out
+
+
+def score_sets(model, hs, key):
+  """Scores every head on several groups of embeddings in one call per head -> list of {head: [B_i, N]}."""
+  sizes = [h.shape[0] for h in hs]
+  scores = model.score(jnp.concatenate(hs, axis=0), key)
+  split = {name: jnp.split(s, _offsets(sizes), axis=0) for name, s in scores.items()}
+  return [{name: split[name][i] for name in scores} for i in range(len(hs))]
+
+
+def _sl_loss(model, batch: SetBatch, key, cfg):
+  k_enc, k_head = jax.random.split(key)
+  (h,) = encode_sets(model, [batch.source_x], [batch.source_mask], k_enc)
+  (s,) = score_sets(model, [h], k_head)
+  loss = losses.set_prediction_loss(batch.source_y, s['score'], batch.source_mask)
+  return loss, {'loss_pred': loss}
+
+
+def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
+  def loss_fn(model, batch: SetBatch, key, cfg):
+    k_enc, k_head = jax.random.split(key)
+    hs, ht, hm = encode_sets(model, [batch.source_x, batch.target_x, batch.mixed_x],
+                             [batch.source_mask, batch.target_mask, batch.mixed_mask], k_enc)
+    ss, st, sm = score_sets(model, [hs, ht, hm], k_head)
+    return losses.dlvhd_loss(
+        batch.source_y, ss['fine'], batch.mixed_y, sm['coarse'], st['coarse'], st['fine'],
+        batch.source_mask, batch.mixed_mask, batch.target_mask,
+        distill_weight=cfg.loss.distill_weight, use_coarse=use_coarse, use_fine=use_fine,
+        use_distill=use_distill, distill_stop_gradient=cfg.loss.distill_stop_gradient)
+  return loss_fn
+
+
+register(Objective('sl', heads=('score',), eval_heads=('score',), uses_target=False,
+                   loss=_sl_loss))
+register(Objective('dlvhd', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
+                   uses_target=True, loss=_dlvhd_loss_fn()))
+# Table 4 ablations. Coarse-only / fine-only score with the head they train.
+register(Objective('dlvhd_coarse_only', heads=('coarse', 'fine'), eval_heads=('coarse',),
+                   uses_target=True, loss=_dlvhd_loss_fn(use_fine=False, use_distill=False)))
+register(Objective('dlvhd_fine_only', heads=('coarse', 'fine'), eval_heads=('fine',),
+                   uses_target=True, loss=_dlvhd_loss_fn(use_coarse=False, use_distill=False)))
+register(Objective('dlvhd_no_distill', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
+                   uses_target=True, loss=_dlvhd_loss_fn(use_distill=False)))

@@ -1,0 +1,76 @@
+"""AP against sklearn, the UMT protocol against its definition, and the window rules."""
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from dlvhd_jax import evaluation
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_average_precision_matches_sklearn_including_ties(seed):
+  rng = np.random.RandomState(seed)
+  n = rng.randint(5, 80)
+  labels = rng.choice([-1, 0, 1], size=n)
+  labels[0] = 1
+  scores = np.round(rng.randn(n), 1)  # rounding creates ties
+  want = average_precision_score(labels > 0, scores)
+  assert evaluation.average_precision(labels, scores) == pytest.approx(want, abs=1e-12)
+
+
+def test_average_precision_without_positive_is_skipped_in_map():
+  res = evaluation.summarize(['a', 'b'], [np.array([1, -1, -1]), np.array([-1, 0, -1])],
+                             [np.array([0.9, 0.1, 0.2]), np.array([0.1, 0.2, 0.3])])
+  assert res['per_video_ap']['b'] is None
+  assert res['map'] == pytest.approx(1.0)
+  assert res['map_umt'] == pytest.approx(0.5)  # UMT counts the no-positive video as AP 0
+
+
+def umt_reference(labels, scores):
+  """UMT's loop, written from its definition: trapezoids between successive ranks."""
+  order = np.argsort(-scores, kind='stable')
+  gt = (labels[order] > 0).astype(float)
+  if gt.sum() == 0:
+    return 0.0
+  hits = ap = rec = 0.0
+  prc = 1.0
+  for j, g in enumerate(gt):
+    hits += g
+    r, p = hits / gt.sum(), hits / (j + 1)
+    ap += (r - rec) * (prc + p) / 2
+    rec, prc = r, p
+  return ap
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_umt_ap_matches_loop_definition(seed):
+  rng = np.random.RandomState(seed)
+  labels = rng.choice([-1, 0, 1], size=40)
+  scores = rng.rand(40)
+  assert evaluation.average_precision_umt(labels, scores) == pytest.approx(umt_reference(labels, scores))
+
+
+def test_perfect_ranking_gives_ap_one_in_both_protocols():
+  labels = np.array([1, 1, -1, -1, 0])
+  scores = np.array([0.9, 0.8, 0.1, 0.2, 0.3])
+  assert evaluation.average_precision(labels, scores) == pytest.approx(1.0)
+  assert evaluation.average_precision_umt(labels, scores) == pytest.approx(1.0)
+
+
+def test_duplicate_windows_center_the_segment_and_clip_at_the_edges():
+  idx, mask, own = evaluation.window_indices(30, 20, 'duplicate')
+  assert idx.shape == (30, 20) and mask.all()
+  assert (idx[np.arange(30), own] == np.arange(30)).all()
+  np.testing.assert_array_equal(idx[15], np.arange(6, 26))  # 9 before, 10 after
+  np.testing.assert_array_equal(idx[0], np.r_[np.zeros(9), np.arange(0, 11)])
+  assert idx.min() == 0 and idx.max() == 29
+
+
+def test_shrink_windows_mask_out_of_video_positions():
+  idx, mask, own = evaluation.window_indices(30, 20, 'shrink')
+  assert (idx[np.arange(30), own] == np.arange(30)).all()
+  assert mask[15].all()
+  assert mask[0].sum() == 11 and (idx[0][mask[0]] == np.arange(11)).all()
+  assert mask[29].sum() == 10 and (idx[29][mask[29]] == np.arange(20, 30)).all()
+  short_idx, short_mask, short_own = evaluation.window_indices(3, 20, 'shrink')
+  assert short_mask.sum(1).tolist() == [3, 3, 3]
+  assert short_own.tolist() == [0, 1, 2]
