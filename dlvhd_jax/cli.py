@@ -47,18 +47,17 @@ def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
   if mode == 'benchmark':
     if 'video_dir' in cfg:
       from data_pipelines import extract  # pylint: disable=g-import-not-at-top
-      result = extract.run_extraction_benchmark(cfg, workdir)
-    else:
-      from dlvhd_jax import benchmark  # pylint: disable=g-import-not-at-top
-      result = benchmark.run(cfg, workdir)
-    print(json.dumps(result))
+      extract.run_extraction_benchmark(cfg, workdir)  # prints its JSON line
+      return 0
+    from dlvhd_jax import benchmark  # pylint: disable=g-import-not-at-top
+    print(json.dumps(benchmark.run(cfg, workdir)))
     return 0
   if mode == 'extract':
     if 'video_dir' not in cfg:
       raise UserInputError('--mode=extract needs an extraction config: '
                            '--config=configs/extract_c3d.py')
     from data_pipelines import extract  # pylint: disable=g-import-not-at-top
-    return extract.run_extraction(cfg, workdir)
+    return extract.run_extraction(cfg, workdir, progress)
   if mode == 'sweep':
     from dlvhd_jax import sweep  # pylint: disable=g-import-not-at-top
     return sweep.run(cfg, workdir, progress)

@@ -1,0 +1,46 @@
+"""C3D feature extraction from raw videos (data_pipelines/extract.py).
+
+  python launch.py --mode=extract --config=configs/extract_c3d.py \
+      --config.video_dir=videos/ --config.annotation=youtube_anno.json \
+      --config.weights=c3d_params.npz --config.output_dir=features/
+  python launch.py --mode=benchmark --config=configs/extract_c3d.py [--config.video_dir=...]
+
+The output folder is a dataset root for training: youtube_anno.json +
+video_features/<vid>_c3d.npy, read with --config.data.features=c3d.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.video_dir = ''  # searched recursively; a video's id is its file name without extension
+  c.output_dir = ''  # '' = the workdir
+  c.weights = ''  # .npz from `python -m dlvhd_jax.convert_c3d`
+  c.allow_random_weights = False  # random C3D (tests, benchmarks); recorded in the metadata
+
+  # annotation: the `clip` frame intervals of a youtube_anno.json-style file (one row each)
+  # segment_seconds: consecutive segments of that many seconds, any video
+  # sample_fps: ActivityNet style, 16 frames sampled at sample_fps per segment
+  c.segmenter = 'annotation'
+  c.annotation = ''
+  c.segment_seconds = 4.0
+  c.sample_fps = 5.0
+  c.domain = 'unlabeled'  # `domain` of the written annotation when not from an annotation
+  c.frame_sampling = 'published'  # published (stride floor(len/16)) | centered
+
+  c.batch_size = 8  # clips per device call (rounded up to a multiple of the device count)
+  c.dtype = 'float32'  # compute: float32 | bfloat16
+  c.output_dtype = 'float16'  # float16 | float32
+  c.num_views = 0  # K random-crop views per segment, stored as <vid>_c3d_views.npy [K, S, 4096]
+  c.views_flip = False  # also flip views at random (the published loader's flip is a no-op)
+  c.seed = 0
+  c.feature_name = 'c3d'
+  c.decode_threads = 2  # videos decoded in parallel in background threads
+  c.decoder_threads = 0  # FFmpeg threads per decoder, 0 = automatic
+  c.queue_size = 32  # decoded segments buffered ahead of the device
+
+  c.benchmark = ml_collections.ConfigDict()
+  c.benchmark.num_clips = 32
+  c.benchmark.warmup = 1
+  c.benchmark.matmul_size = 0  # 0 = 2048 on CPU, 8192 on accelerators
+  return c

@@ -1,0 +1,48 @@
+"""--mode=benchmark prints one JSON line with the documented keys and consistent values."""
+import json
+
+import pytest
+
+from conftest import run_launch
+
+KEYS = ('step_time_s', 'sets_per_s', 'segments_per_s', 'train_tflop_per_step', 'achieved_tflops',
+        'peak_tflops', 'mfu', 'compile_s', 'eval_windows_per_s', 'eval_mfu', 'devices', 'dtype',
+        'global_batch', 'params', 'peak_memory_bytes')
+
+
+@pytest.mark.parametrize('method,devices', [('dlvhd', 2), ('sl', None)])
+def test_benchmark_json(tmp_path, method, devices):
+  proc = run_launch(['--config=configs/youtube_surfing.py', f'--workdir={tmp_path}', '--mode=benchmark',
+                     f'--config.method={method}', '--config.model.width=64', '--config.model.depth=2',
+                     '--config.model.num_heads=4', '--config.benchmark.feature_dim=48',
+                     '--config.benchmark.batch_size=4', '--config.benchmark.num_steps=4',
+                     '--config.train.steps_per_dispatch=2', '--config.benchmark.num_videos=6',
+                     '--config.benchmark.segments_per_video=30', '--config.eval.batch_size=64',
+                     '--config.benchmark.eval_windows=256'], devices=devices)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
+  assert len(lines) == 1
+  res = json.loads(lines[0])
+  assert set(KEYS) <= set(res)
+  assert json.loads((tmp_path / 'benchmark.json').read_text()) == res
+  assert res['devices'] == (devices or 1) and res['global_batch'] == 4 and res['dtype'] == 'float32'
+  assert res['step_time_s'] > 0 and res['compile_s'] > 0 and res['eval_windows_per_s'] > 0
+  assert res['sets_per_s'] == pytest.approx(4 / res['step_time_s'])
+  kinds = 3 if method == 'dlvhd' else 1
+  assert res['segments_per_s'] == pytest.approx(kinds * 4 * 20 / res['step_time_s'])
+  assert res['achieved_tflops'] == pytest.approx(res['train_tflop_per_step'] / res['step_time_s'])
+  assert res['mfu'] == pytest.approx(res['achieved_tflops'] / res['peak_tflops'])
+  assert 0 < res['mfu'] < 2 and 0 < res['eval_mfu'] < 2
+  # Parameter count of the model: projection + blocks + heads.
+  w, d, m = 64, 48, 128
+  block = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * m + m) + (m * w + w)
+  head = (w * 1024 + 1024) + (1024 * 256 + 256) + (256 + 1)
+  heads = 2 if method == 'dlvhd' else 1
+  assert res['params'] == (d * w + w) + 2 * block + heads * head
+
+
+def test_flop_count_of_the_paper_size_step():
+  from dlvhd_jax.model import train_flops_per_set  # pylint: disable=g-import-not-at-top
+  w, n = 4096, 20
+  per_token_fwd = 5 * (8 * w * w + 4 * w * 2 * w + 4 * n * w) + 2 * (2 * (w * 1024 + 1024 * 256 + 256))
+  assert train_flops_per_set(n, w, w, 5, 2 * w, (1024, 256), 2, True) == 3 * n * per_token_fwd
