@@ -58,6 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 1000
   c.train.max_checkpoints = 2
+  c.train.transfer_guard = 'allow'  # 'disallow': fail on any implicit host<->device copy in the loop
 
   c.eval = ml_collections.ConfigDict()
   c.eval.edge_rule = 'duplicate'  # duplicate (paper) | shrink (published code)

@@ -169,27 +169,29 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
   bar = tqdm(total=total, initial=step, desc=f'train {cfg.method}', unit='step',
              disable=not show_progress, dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
-  while step < total:
-    n = k if total - step >= k else 1
-    if n not in steps:
-      steps[n] = make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, cfg.train.batch_size, n)
-    state, metrics = steps[n](state, source_dev, target_dev)
-    pending.append(metrics)
-    prev, step = step, step + n
-    bar.update(n)
-    if step // log_every > prev // log_every or step == total:
-      # The only host sync of the loop: fetch the metrics of the interval.
-      host = jax.device_get(pending)
-      now = time.perf_counter()
-      record = {name: float(np.mean(np.concatenate([np.atleast_1d(m[name]) for m in host])))
-                for name in host[0]}
-      record.update(step=step, epoch=step / schedule.steps_per_epoch,
-                    steps_per_s=(step - step_last) / max(now - t_last, 1e-9))
-      writer.write(record)
-      bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-      pending, t_last, step_last = [], now, step
-    if step // ckpt_every > prev // ckpt_every or step == total:
-      ckpt.save(step, flatten_state(state))
+  # 'disallow' (tests) proves the loop moves data between host and device only explicitly.
+  with jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
+    while step < total:
+      n = k if total - step >= k else 1
+      if n not in steps:
+        steps[n] = make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, cfg.train.batch_size, n)
+      state, metrics = steps[n](state, source_dev, target_dev)
+      pending.append(metrics)
+      prev, step = step, step + n
+      bar.update(n)
+      if step // log_every > prev // log_every or step == total:
+        # The only host sync of the loop: fetch the metrics of the interval.
+        host = jax.device_get(pending)
+        now = time.perf_counter()
+        record = {name: float(np.mean(np.concatenate([np.atleast_1d(m[name]) for m in host])))
+                  for name in host[0]}
+        record.update(step=step, epoch=step / schedule.steps_per_epoch,
+                      steps_per_s=(step - step_last) / max(now - t_last, 1e-9))
+        writer.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        pending, t_last, step_last = [], now, step
+      if step // ckpt_every > prev // ckpt_every or step == total:
+        ckpt.save(step, flatten_state(state))
   bar.close()
   ckpt.close()
   return graphdef, state

@@ -1,0 +1,101 @@
+"""The set model: permutation invariance, padding mask, shapes, remat, bf16, "w/o T"."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import base
+from dlvhd_jax import model as model_lib
+
+
+def make(width=32, in_dim=24, **kw):
+  cfg = base.get_base_config()
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads = width, 2, 4
+  cfg.model.head_dims = (16, 8)
+  for k, v in kw.items():
+    cfg.model[k] = v
+  return model_lib.build_model(cfg, in_dim, ('coarse', 'fine'), seed=0)
+
+
+def inputs(b=3, n=7, d=24, seed=0):
+  rng = np.random.RandomState(seed)
+  x = jnp.array(rng.randn(b, n, d), jnp.float32)
+  mask = jnp.array(np.arange(n)[None] < np.array([[7], [4], [1]]))
+  return x, mask
+
+
+def test_scores_in_range_and_shapes():
+  m = make()
+  x, mask = inputs()
+  out = m(x, mask)
+  assert set(out) == {'coarse', 'fine'}
+  for s in out.values():
+    assert s.shape == (3, 7) and s.dtype == jnp.float32
+    assert (jnp.abs(s) < 1).all()
+
+
+def test_permutation_equivariance_no_positional_encoding():
+  m = make()
+  x, mask = inputs()
+  x, mask = x[:1], jnp.ones((1, 7), bool)
+  perm = np.random.RandomState(1).permutation(7)
+  a = m(x, mask)['fine']
+  b = m(x[:, perm], mask)['fine']
+  np.testing.assert_allclose(b, a[:, perm], rtol=1e-5, atol=1e-6)
+
+
+def test_padding_positions_do_not_affect_valid_ones():
+  m = make()
+  x, mask = inputs()
+  noise = jnp.where(mask[..., None], 0.0, 100.0)
+  a, b = m(x, mask)['coarse'], m(x + noise, mask)['coarse']
+  np.testing.assert_allclose(np.where(mask, b, 0), np.where(mask, a, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_only_with_a_key():
+  m = make()
+  x, mask = inputs()
+  np.testing.assert_array_equal(m(x, mask)['fine'], m(x, mask)['fine'])
+  assert not np.allclose(m(x, mask, jax.random.key(0))['fine'], m(x, mask)['fine'])
+
+
+def test_remat_gives_the_same_gradients():
+  x, mask = inputs()
+  grads = []
+  for remat in (False, True):
+    m = make(remat=remat)
+    g, p = nnx.split(m)
+    loss = lambda p_: jnp.sum(nnx.merge(g, p_)(x, mask, jax.random.key(3))['fine'] * mask)
+    grads.append(jax.grad(loss)(p))
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_is_close():
+  x, mask = inputs()
+  m32, m16 = make(), make(dtype='bfloat16')
+  _, p = nnx.split(m16)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(p))
+  a, b = m32(x, mask)['fine'], m16(x, mask)['fine']
+  assert b.dtype == jnp.float32
+  np.testing.assert_allclose(np.where(mask, b, 0), np.where(mask, a, 0), atol=0.05)
+
+
+def test_width_equal_to_features_has_no_projection_and_without_encoder_heads_see_features():
+  assert make(width=24).encoder.proj is None
+  assert make(width=32).encoder.proj is not None
+  m = make(use_encoder=False)
+  assert m.encoder is None
+  assert m.heads['fine'].layers[0].kernel.value.shape == (24, 16)
+  x, mask = inputs()
+  # Without the encoder a segment's score depends on its own features only.
+  a = m(x, mask)['fine']
+  b = m(x.at[:, 1:].set(0.0), mask)['fine']
+  np.testing.assert_allclose(a[:, 0], b[:, 0], rtol=1e-6)
+
+
+def test_width_not_divisible_by_heads_is_a_clear_error():
+  from data_pipelines.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserInputError, match='num_heads'):
+    make(width=30)
