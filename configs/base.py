@@ -45,6 +45,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss.distill_weight = 1.0  # lambda
   c.loss.distill_stop_gradient = False  # the published code lets gradients flow through y_avg
 
+  # UDA baselines (dlvhd_jax/baselines.py): domain terms on the encoder outputs.
+  c.uda = ml_collections.ConfigDict()
+  c.uda.dan = ml_collections.ConfigDict({'weight': 1.0, 'num_kernels': 5, 'kernel_mul': 2.0})
+  c.uda.coral = ml_collections.ConfigDict({'weight': 1.0})
+  c.uda.revgrad = ml_collections.ConfigDict({'weight': 1.0, 'gamma': 10.0})
+  # num_k: phase-C (encoder) steps per batch; the original MCD code uses 4.
+  c.uda.mcd = ml_collections.ConfigDict({'weight': 1.0, 'num_k': 1})
+  c.uda.afn = ml_collections.ConfigDict({'weight': 0.05, 'delta_r': 1.0})
+
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1  # source sets per step, global (the paper: one set per step)
   c.train.num_epochs = 50

@@ -91,7 +91,7 @@ def draw_batch(key, source: sampling.SegmentBank, target: sampling.SegmentBank |
 
 
 def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, mesh,
-                    batch: int, steps_per_dispatch: int = 1):
+                    batch: int, steps_per_dispatch: int = 1, total_steps: int | None = None):
   """-> jitted fn(state, source_bank, target_bank) -> (state, metrics {name: [K]})."""
   parallel.check_batch(batch, mesh, 'train.batch_size')
 
@@ -102,7 +102,8 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
     sets = draw_batch(k_batch, source, target, cfg, batch, objective.uses_target, mesh)
     if objective.update is not None:
       params, opt_state, metrics = objective.update(graphdef, tx, state.params, state.opt_state,
-                                                    sets, k_loss, cfg, state.step)
+                                                    sets, k_loss, cfg, state.step,
+                                                    total_steps=total_steps)
     else:
       def loss_fn(params):
         return objective.loss(nnx.merge(graphdef, params), sets, k_loss, cfg)
@@ -160,7 +161,9 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
   target_dev = jax.device_put(target if target is not None else source, rep)
 
   k = max(1, int(cfg.train.steps_per_dispatch))
-  steps = {k: make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, cfg.train.batch_size, k)}
+  make_step = lambda n: make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh,
+                                        cfg.train.batch_size, n, schedule.total_steps)
+  steps = {k: make_step(k)}
   writer = MetricsWriter(workdir)
   step = int(jax.device_get(state.step))
   total = schedule.total_steps
@@ -174,7 +177,7 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
     while step < total:
       n = k if total - step >= k else 1
       if n not in steps:
-        steps[n] = make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, cfg.train.batch_size, n)
+        steps[n] = make_step(n)
       state, metrics = steps[n](state, source_dev, target_dev)
       pending.append(metrics)
       prev, step = step, step + n

@@ -1,0 +1,128 @@
+"""--mode=sweep end to end on the synthetic data: tables, sensitivity curves, resuming."""
+import json
+import os
+
+import pytest
+
+from conftest import run_launch, tiny_overrides
+
+# A sweep config over the embedded synthetic data (configs/demo.py with a sweep group).
+SWEEP_CONFIG = '''
+import ml_collections
+from configs import demo
+
+
+def get_config(kind='methods'):
+  c = demo.get_config()
+  c.compare_methods = ()
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.kind = kind
+  c.sweep.title = 'tiny sweep'
+  c.sweep.methods = ('sl', 'coral:uda.coral.weight=2.0')
+  c.sweep.targets = ('climbing', 'cycling')
+  c.sweep.param = 'loss.distill_weight'
+  c.sweep['values'] = (0.0, 2.0)
+  c.sweep.paper = {'sl': {'climbing': 0.5, 'cycling': 0.25}}
+  return c
+'''
+
+
+@pytest.fixture
+def sweep_config(tmp_path):
+  path = tmp_path / 'tiny_sweep.py'
+  path.write_text(SWEEP_CONFIG)
+  return str(path)
+
+
+def _args(config, workdir, data):
+  return [f'--config={config}', f'--workdir={workdir}', '--mode=sweep',
+          f'--config.data.root={data}',
+          *tiny_overrides(**{'train.num_steps': 10, 'train.checkpoint_every_steps': 10})]
+
+
+def test_methods_table_and_resume(tmp_path, sweep_config):
+  wd, data = tmp_path / 'sweep', tmp_path / 'data'
+  proc = run_launch(_args(sweep_config, wd, data), timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ('table.md', 'table.json', 'table.png'):
+    assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
+  runs = sorted(p.name for p in wd.iterdir() if (p / 'results.json').is_file())
+  assert runs == ['coral+uda.coral.weight=2.0__climbing', 'coral+uda.coral.weight=2.0__cycling',
+                  'sl__climbing', 'sl__cycling']
+  # The override reached the run's config.
+  cfg = json.loads((wd / 'coral+uda.coral.weight=2.0__climbing' / 'config.json').read_text())
+  assert cfg['method'] == 'coral' and cfg['uda']['coral']['weight'] == 2.0
+  assert cfg['data']['target_category'] == 'climbing' and cfg['train']['num_steps'] == 10
+
+  table = json.loads((wd / 'table.json').read_text())
+  assert table['rows'] == ['sl', 'coral:uda.coral.weight=2.0']
+  assert table['targets'] == ['climbing', 'cycling']
+  for row in table['rows']:
+    vals = table['map'][row]
+    assert all(0.0 < vals[t] <= 1.0 for t in table['targets'])
+    assert abs(vals['Average'] - (vals['climbing'] + vals['cycling']) / 2) < 1e-12
+  assert table['paper']['sl']['Average'] == 0.375
+  md = (wd / 'table.md').read_text()
+  assert '# tiny sweep' in md and '| Source-only |' in md and '(0.500)' in md and '**' in md
+  assert '→climbing' in md and 'Average' in md
+
+  # Rerun: every cell is read back, nothing trains again.
+  stamps = {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
+  proc = run_launch(_args(sweep_config, wd, data), timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.count('skipped') == 4
+  assert stamps == {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
+  assert json.loads((wd / 'table.json').read_text())['map'] == table['map']
+
+
+def test_sensitivity_sweep(tmp_path, sweep_config):
+  wd, data = tmp_path / 'sens', tmp_path / 'data'
+  proc = run_launch([*_args(f'{sweep_config}:sensitivity', wd, data),
+                     '--config.sweep.targets=("climbing",)'], timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads((wd / 'table.json').read_text())
+  assert table['kind'] == 'sensitivity' and table['param'] == 'loss.distill_weight'
+  assert table['rows'] == ['loss.distill_weight=0.0', 'loss.distill_weight=2.0']
+  for row in table['rows']:
+    assert 0.0 < table['map'][row]['climbing'] <= 1.0
+  cfg = json.loads((wd / 'dlvhd__loss.distill_weight=2.0__climbing' / 'config.json').read_text())
+  assert cfg['loss']['distill_weight'] == 2.0 and cfg['method'] == 'dlvhd'
+  assert (wd / 'table.png').stat().st_size > 0 and 'trade-off λ' in (wd / 'table.md').read_text()
+
+
+def test_bad_method_is_a_one_line_error(tmp_path, sweep_config):
+  proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
+                     '--config.sweep.methods=("sl", "nosuch")'], timeout=120)
+  assert proc.returncode == 2 and "config.method='nosuch' is unknown" in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  # A bad override of any cell fails before the first run trains.
+  proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
+                     '--config.sweep.methods=("sl", "dlvhd:sampling.mode=bogus")'], timeout=120)
+  assert proc.returncode == 2 and 'sampling.mode' in proc.stderr, proc.stderr[-2000:]
+  assert not any(p.name.startswith('sl__') for p in tmp_path.iterdir())
+
+
+def test_specs_and_shipped_configs():
+  from configs import sensitivity, table4, table7
+  from dlvhd_jax import sweep
+  assert sweep.parse_spec('dan:uda.dan.weight=0.5,model.head_dims=(16,8),data.split=umt') == (
+      'dan', {'uda.dan.weight': 0.5, 'model.head_dims': (16, 8), 'data.split': 'umt'})
+  assert sweep.resolve_spec('sl_oracle', 'dog') == ('sl', {'data.source_category': 'dog'})
+  assert sweep.resolve_spec('dlvhd_wo_encoder:train.num_steps=5', 'dog') == (
+      'dlvhd', {'model.use_encoder': False, 'train.num_steps': 5})
+  for module, source in ((table4, 'surfing'), (table7, 'dog')):
+    cfg = module.get_config('cpu')
+    kind, targets, cells = sweep._cells(cfg)
+    assert kind == 'methods' and len(cells) == 11 * 5 and source not in targets
+    assert cfg.data.source_category == source and cfg.train.num_steps == 1500
+    assert cfg.uda.afn.weight < 0.05  # the cpu preset's stable weight, see configs/table4.py
+    # The paper's number of every cell is embedded.
+    assert all(cfg.sweep.paper[m][t] > 0.4 for m in cfg.sweep.methods for t in targets)
+    assert module.get_config('cpu,quick').train.num_steps == 500
+  for preset, param, n in (('cpu', 'sampling.set_size', 6), ('cpu,lambda', 'loss.distill_weight', 6),
+                           ('n', 'sampling.set_size', 6)):
+    cfg = sensitivity.get_config(preset)
+    kind, targets, cells = sweep._cells(cfg)
+    assert kind == 'sensitivity' and cfg.sweep.param == param and len(cells) == n * len(targets)
+  with pytest.raises(ValueError):
+    table4.get_config('gpu')
