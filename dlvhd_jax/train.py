@@ -7,6 +7,7 @@ run in one compiled call through `lax.scan`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,12 +34,12 @@ class TrainState:
   key: jax.Array  # [2] uint32 raw PRNG key
 
 
-@struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class Schedule:
   """Step counts: epochs as in the published code (one set per source segment per epoch)."""
-  steps_per_epoch: int = struct.field(pytree_node=False)
-  total_steps: int = struct.field(pytree_node=False)
-  decay_steps: int = struct.field(pytree_node=False)
+  steps_per_epoch: int
+  total_steps: int
+  decay_steps: int
 
 
 def make_schedule(cfg, num_source_segments: int) -> Schedule:
