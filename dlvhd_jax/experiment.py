@@ -7,12 +7,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
 from data_pipelines import synthetic, youtube_highlights
 from data_pipelines.errors import UserInputError
 from dlvhd_jax import evaluation, objectives, parallel, sampling, train
 
-_BANK_DTYPES = {'float32': np.float32, 'bfloat16': 'bfloat16', 'float16': np.float16}
+_BANK_DTYPES = {'float32': np.float32, 'bfloat16': jnp.bfloat16, 'float16': np.float16}
 
 
 def resolve_data_root(cfg, workdir: str) -> str:
@@ -41,11 +43,6 @@ def validate(cfg) -> None:
                            f'is invalid: use {allowed}')
 
 
-def _bank_dtype(cfg):
-  d = _BANK_DTYPES[cfg.data.bank_dtype]
-  return jax.numpy.bfloat16 if d == 'bfloat16' else d
-
-
 def load(cfg, workdir: str):
   """-> (objective, CrossCategoryData, source bank, target bank or None)."""
   validate(cfg)
@@ -53,7 +50,7 @@ def load(cfg, workdir: str):
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
   data = youtube_highlights.load_cross_category(data_cfg, need_target_train=objective.uses_target)
-  dtype = _bank_dtype(cfg)
+  dtype = _BANK_DTYPES[cfg.data.bank_dtype]
   source = sampling.make_bank([v.features for v in data.source_train],
                               [v.labels for v in data.source_train], dtype)
   target = (sampling.make_bank([v.features for v in data.target_train], None, dtype)
