@@ -43,7 +43,6 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.distill_weight = 1.0  # lambda
-  c.loss.distill_stop_gradient = False  # the published code lets gradients flow through y_avg
 
   # UDA baselines (dlvhd_jax/baselines.py): domain terms on the encoder outputs.
   c.uda = ml_collections.ConfigDict()

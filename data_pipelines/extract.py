@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipelines import video
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 from dlvhd_jax import c3d
 
 

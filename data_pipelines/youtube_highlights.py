@@ -17,7 +17,7 @@ import os
 import numpy as np
 from absl import logging
 
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 
 ANNOTATION = 'youtube_anno.json'
 
@@ -39,6 +39,50 @@ class CrossCategoryData:
   feature_dim: int
 
 
+def _no_duplicate_keys(pairs):
+  keys = [k for k, _ in pairs]
+  dup = sorted({k for k in keys if keys.count(k) > 1})
+  if dup:
+    raise _DuplicateKey(dup[0])
+  return dict(pairs)
+
+
+class _DuplicateKey(ValueError):
+  pass
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _check_entry(path: str, vid: str, entry) -> None:
+  """One-line error unless `entry` is {"domain": str, "clip": [[f0, f1], ...], "match": [num, ...]}."""
+  if not isinstance(entry, dict):
+    raise UserInputError(f'{path}: video {vid!r} must map to an object with "domain", "clip" and '
+                         f'"match", not {type(entry).__name__}')
+  missing = [k for k in ('domain', 'clip', 'match') if k not in entry]
+  if missing:
+    raise UserInputError(f'{path}: video {vid!r} lacks field(s) {missing}')
+  if not isinstance(entry['domain'], str) or not entry['domain'].strip():
+    raise UserInputError(f'{path}: video {vid!r} has "domain" {entry["domain"]!r}; it must be a '
+                         'non-empty category name')
+  clips, match = entry['clip'], entry['match']
+  if not isinstance(clips, list) or not all(
+      isinstance(c, (list, tuple)) and len(c) == 2 and all(_is_number(x) for x in c) for c in clips):
+    raise UserInputError(f'{path}: video {vid!r} has a "clip" that is not a list of '
+                         '[start_frame, end_frame] number pairs')
+  if not isinstance(match, list):
+    raise UserInputError(f'{path}: video {vid!r} has "match" of type {type(match).__name__}; '
+                         'it must be a list with one number (1, 0 or -1) per clip')
+  bad = [m for m in match if not _is_number(m)]
+  if bad:
+    raise UserInputError(f'{path}: video {vid!r} has non-numeric "match" entries such as '
+                         f'{bad[0]!r}; use 1 (highlight), 0 (borderline) or -1 per clip')
+  if len(clips) != len(match):
+    raise UserInputError(f'{path}: video {vid!r} has {len(clips)} clips but {len(match)} '
+                         'match labels; there must be one label per clip')
+
+
 def load_annotations(root: str) -> dict:
   if not root:
     raise UserInputError('data.root is empty: pass --config.data.root=<folder holding '
@@ -51,7 +95,10 @@ def load_annotations(root: str) -> dict:
     raise UserInputError(f'{path} not found: data.root must hold {ANNOTATION} (the UMT layout)')
   try:
     with open(path) as f:
-      anno = json.load(f)
+      anno = json.load(f, object_pairs_hook=_no_duplicate_keys)
+  except _DuplicateKey as e:
+    raise UserInputError(f'{path} lists the key {e} twice; each video id (and field) must '
+                         'appear once') from None
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e}); '
                          're-download or regenerate it') from None
@@ -59,12 +106,7 @@ def load_annotations(root: str) -> dict:
     raise UserInputError(f'{path} must be a non-empty object {{video_id: {{"domain", "clip", '
                          '"match", ...}}}}')
   for vid, entry in anno.items():
-    missing = [k for k in ('domain', 'clip', 'match') if not isinstance(entry, dict) or k not in entry]
-    if missing:
-      raise UserInputError(f'{path}: video {vid!r} lacks field(s) {missing}')
-    if len(entry['clip']) != len(entry['match']):
-      raise UserInputError(f'{path}: video {vid!r} has {len(entry["clip"])} clips but '
-                           f'{len(entry["match"])} match labels')
+    _check_entry(path, vid, entry)
   return anno
 
 
@@ -78,35 +120,54 @@ def check_category(anno: dict, category: str, field: str, root: str) -> None:
                          f'{os.path.join(root, ANNOTATION)}; domains there: {categories(anno)}')
 
 
-def split_videos(root: str, anno: dict, category: str, split: str, seed: int) -> tuple[list[str], list[str]]:
-  """Train and test video ids of one category under `split` (umt | official | random)."""
+def split_videos(root: str, anno: dict, category: str, split: str, seed: int,
+                 unknown: set | None = None) -> tuple[list[str], list[str]]:
+  """Train and test video ids of one category under `split` (umt | official | random).
+
+  Ids a split file lists but the annotation lacks (the public files have a few) are left
+  out and added to `unknown`; an id of another category is an error.
+  """
   ids = sorted(v for v, e in anno.items() if e['domain'] == category)
+  path = os.path.join(root, ANNOTATION)
   if split == 'random':
     # The paper's code: 70/30 per category at random with a seed.
     perm = np.random.RandomState(seed).permutation(len(ids))
     n_train = int(round(0.7 * len(ids)))
-    return [ids[i] for i in sorted(perm[:n_train])], [ids[i] for i in sorted(perm[n_train:])]
-  if split == 'umt':
-    path = os.path.join(root, 'splits', 'umt_splits.json')
-    table = _read_json(path, 'data.split=umt')
-    if category not in table:
-      raise UserInputError(f'{path} has no entry for {category!r}: use --config.data.split=random')
-    train, test = table[category].get('train', []), table[category].get('val', [])
-  elif split == 'official':
-    path = os.path.join(root, 'splits', f'{category}.json')
-    lists = _read_json(path, 'data.split=official')
-    try:
-      train = [v for ids_, name in lists if name.startswith('Trai') for v in ids_]
-      test = [v for ids_, name in lists if name.startswith('Test') for v in ids_]
-    except (TypeError, ValueError):
-      raise UserInputError(f'{path} is not a list of [[ids], "Trai*"|"Test*"] pairs') from None
+    train, test = [ids[i] for i in sorted(perm[:n_train])], [ids[i] for i in sorted(perm[n_train:])]
   else:
-    raise UserInputError(f"data.split={split!r} is not one of 'umt', 'official', 'random'")
-  known = set(ids)
-  train = sorted(dict.fromkeys(v for v in train if v in known))
-  test = sorted(dict.fromkeys(v for v in test if v in known and v not in train))
-  if not test:
-    raise UserInputError(f'split {split!r} has no test video of {category!r} in {root}')
+    if split == 'umt':
+      path = os.path.join(root, 'splits', 'umt_splits.json')
+      table = _read_json(path, 'data.split=umt')
+      entry = table.get(category) if isinstance(table, dict) else None
+      if not isinstance(entry, dict):
+        raise UserInputError(f'{path} has no entry {{"train": [...], "val": [...]}} for '
+                             f'{category!r}: add one or use --config.data.split=random')
+      train, test = entry.get('train', []), entry.get('val', [])
+    elif split == 'official':
+      path = os.path.join(root, 'splits', f'{category}.json')
+      lists = _read_json(path, 'data.split=official')
+      try:
+        train = [v for ids_, name in lists if name.startswith('Trai') for v in ids_]
+        test = [v for ids_, name in lists if name.startswith('Test') for v in ids_]
+      except (TypeError, ValueError, AttributeError):
+        raise UserInputError(f'{path} is not a list of [[ids], "Trai*"|"Test*"] pairs') from None
+    else:
+      raise UserInputError(f"data.split={split!r} is not one of 'umt', 'official', 'random'")
+    if not all(isinstance(v, str) for v in [*train, *test]):
+      raise UserInputError(f'{path}: the video ids of {category!r} must be strings')
+    foreign = [v for v in [*train, *test] if v in anno and anno[v]['domain'] != category]
+    if foreign:
+      raise UserInputError(f'{path} lists {foreign[0]!r} under {category!r} but {ANNOTATION} '
+                           f'says its domain is {anno[foreign[0]]["domain"]!r}; fix the split file')
+    if unknown is not None:
+      unknown.update(v for v in [*train, *test] if v not in anno)
+    known = set(ids)
+    train = sorted(dict.fromkeys(v for v in train if v in known))
+    test = sorted(dict.fromkeys(v for v in test if v in known and v not in train))
+  for name, part in (('training', train), ('test', test)):
+    if not part:
+      raise UserInputError(f'{path} gives no {name} video of {category!r} that {ANNOTATION} '
+                           f'annotates (split {split!r}); add videos or use another data.split')
   return train, test
 
 
@@ -127,39 +188,84 @@ def feature_streams(features: str) -> list[str]:
   return streams
 
 
-def load_video(root: str, vid: str, entry: dict, streams: list[str]) -> Video | None:
-  """Features of one video (streams concatenated), or None when a stream file is absent."""
+def load_feature_file(path: str, vid: str, num_clips: int) -> np.ndarray:
+  """One stream of one video -> [num_clips, d] float32, or a one-line error naming the file."""
+  try:
+    arr = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    why = 'it is empty' if os.path.getsize(path) == 0 else f'{type(e).__name__}: {e}'
+    raise UserInputError(f'{path} is not a readable .npy file ({why}); re-extract it') from None
+  if not isinstance(arr, np.ndarray) or arr.dtype.kind not in 'fiu':
+    raise UserInputError(f'{path} holds {getattr(arr, "dtype", type(arr).__name__)} values; '
+                         'features must be real numbers (float or int): re-extract it')
+  if arr.ndim == 1:
+    arr = arr[:, None]
+  if arr.ndim != 2 or arr.shape[0] != num_clips or arr.shape[1] == 0:
+    raise UserInputError(f'{path} has shape {arr.shape} but {vid} has {num_clips} clips in '
+                         f'{ANNOTATION}: one row per clip is required; re-extract it')
+  arr = arr.astype(np.float32)
+  if not np.all(np.isfinite(arr)):
+    raise UserInputError(f'{path} contains NaN or inf values; re-extract it')
+  return arr
+
+
+def load_video(root: str, vid: str, entry: dict, streams: list[str],
+               stream_dims: dict | None = None) -> Video | None:
+  """Features of one video (streams concatenated), or None when a stream file is absent.
+
+  `stream_dims` ({stream: dim}, filled by the first video read) makes a file whose width
+  differs from the other videos' files of its stream a one-line error naming it.
+  """
   parts = []
   for s in streams:
     path = os.path.join(root, 'video_features', f'{vid}_{s}.npy')
     if not os.path.isfile(path):
       return None
-    try:
-      arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-      raise UserInputError(f'{path} is not a readable .npy file ({e}); re-extract it') from None
-    if arr.ndim == 1:
-      arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[0] != len(entry['clip']):
-      raise UserInputError(f'{path} has shape {arr.shape} but {vid} has {len(entry["clip"])} '
-                           f'clips in {ANNOTATION}: one row per clip is required; re-extract it')
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-      raise UserInputError(f'{path} contains NaN or inf values; re-extract it')
+    arr = load_feature_file(path, vid, len(entry['clip']))
+    if stream_dims is not None:
+      want = stream_dims.setdefault(s, arr.shape[1])
+      if arr.shape[1] != want:
+        raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other '
+                             f'{s!r} files have {want}; re-extract it')
     parts.append(arr)
   labels = np.asarray(entry['match'], np.float32)
   return Video(vid, entry['domain'], np.concatenate(parts, axis=1), labels)
 
 
-def load_split_videos(root: str, anno: dict, ids: list[str], streams: list[str]) -> tuple[list[Video], list[str]]:
-  videos, missing = [], []
+@dataclasses.dataclass
+class Skipped:
+  """Videos a run leaves out, reported together in one warning line."""
+  no_features: set = dataclasses.field(default_factory=set)
+  empty: set = dataclasses.field(default_factory=set)
+  unknown: set = dataclasses.field(default_factory=set)
+
+  def warn(self, streams: list[str], root: str) -> None:
+    parts = []
+    if self.no_features:
+      parts.append(f'{len(self.no_features)} without {"+".join(streams)} features in '
+                   f'{os.path.join(root, "video_features")}: {" ".join(sorted(self.no_features))}')
+    if self.empty:
+      parts.append(f'{len(self.empty)} with 0 clips in {ANNOTATION}: {" ".join(sorted(self.empty))}')
+    if self.unknown:
+      parts.append(f'{len(self.unknown)} listed in the split but not in {ANNOTATION}: '
+                   f'{" ".join(sorted(self.unknown))}')
+    if parts:
+      logging.warning('Skipping videos: %s', '; '.join(parts))
+
+
+def load_split_videos(root: str, anno: dict, ids: list[str], streams: list[str],
+                      skipped: Skipped, stream_dims: dict | None = None) -> list[Video]:
+  videos = []
   for vid in ids:
-    v = load_video(root, vid, anno[vid], streams)
+    if not anno[vid]['clip']:
+      skipped.empty.add(vid)
+      continue
+    v = load_video(root, vid, anno[vid], streams, stream_dims)
     if v is None:
-      missing.append(vid)
-    elif len(v.labels):
+      skipped.no_features.add(vid)
+    else:
       videos.append(v)
-  return videos, missing
+  return videos
 
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCategoryData:
@@ -169,20 +275,16 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
   check_category(anno, data_cfg.source_category, 'source_category', root)
   check_category(anno, data_cfg.target_category, 'target_category', root)
   streams = feature_streams(data_cfg.features)
-  src_train, _ = split_videos(root, anno, data_cfg.source_category, data_cfg.split, data_cfg.split_seed)
+  skipped, dims = Skipped(), {}
+  src_train, _ = split_videos(root, anno, data_cfg.source_category, data_cfg.split,
+                              data_cfg.split_seed, skipped.unknown)
   tgt_train, tgt_test = split_videos(root, anno, data_cfg.target_category, data_cfg.split,
-                                     data_cfg.split_seed)
-  missing = []
-  source, m = load_split_videos(root, anno, src_train, streams)
-  missing += m
-  target, m = (load_split_videos(root, anno, tgt_train, streams) if need_target_train else ([], []))
-  missing += m
-  test, m = load_split_videos(root, anno, tgt_test, streams)
-  missing += m
-  if missing:
-    logging.warning('Skipping %d video(s) without %s features in %s: %s', len(set(missing)),
-                    '+'.join(streams), os.path.join(root, 'video_features'),
-                    ' '.join(sorted(set(missing))))
+                                     data_cfg.split_seed, skipped.unknown)
+  source = load_split_videos(root, anno, src_train, streams, skipped, dims)
+  target = (load_split_videos(root, anno, tgt_train, streams, skipped, dims)
+            if need_target_train else [])
+  test = load_split_videos(root, anno, tgt_test, streams, skipped, dims)
+  skipped.warn(streams, root)
   for name, vids, cat in (('source training', source, data_cfg.source_category),
                           ('target test', test, data_cfg.target_category),
                           *((('target training', target, data_cfg.target_category),)
@@ -190,11 +292,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
     if not vids:
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
                            f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
-  dims = {v.features.shape[1] for v in source + target + test}
-  if len(dims) != 1:
-    raise UserInputError(f'feature files in {os.path.join(root, "video_features")} disagree on '
-                         f'the feature dimension: {sorted(dims)}')
   # Target training labels never reach the trainer: it learns from them only as unlabeled sets.
   for v in target:
     v.labels = np.zeros_like(v.labels)
-  return CrossCategoryData(source, target, test, dims.pop())
+  return CrossCategoryData(source, target, test, sum(dims.values()))

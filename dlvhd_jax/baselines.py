@@ -1,4 +1,4 @@
-"""UDA baselines of the paper (Tables 4, 5, 7), registered into dlvhd_jax.objectives.
+"""UDA baselines of the paper (Tables 4, 5, 7): the objectives of `BASELINES`.
 
 Each baseline is the SL-module (one scoring head 'score' trained with L_pred on the source
 sets) plus its domain term on the encoder outputs of the step's source and target sets
@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from dlvhd_jax import losses
-from dlvhd_jax.objectives import Objective, SetBatch, encode_sets, register
+from dlvhd_jax.objectives import Objective, SetBatch, encode_sets
 
 DEFAULTS = {
     'dan': {'weight': 1.0, 'num_kernels': 5, 'kernel_mul': 2.0},
@@ -53,10 +53,11 @@ def mk_mmd(x: jax.Array, y: jax.Array, wx: jax.Array, wy: jax.Array, *, num_kern
            kernel_mul: float = 2.0) -> jax.Array:
   """Multi-kernel MMD^2 (biased V-statistic) between two weighted samples -> [].
 
-  x [n, W], y [m, W]; wx [n], wy [m] 0/1 weights (0 = padding). The kernel is the mean of
+  x [n, W], y [m, W]; wx [n], wy [m] 0/1 weights (0 = padding). The kernel is the SUM of
   `num_kernels` Gaussians exp(-d^2 / s_k) with s_k = s * kernel_mul^(k - num_kernels // 2),
   s = mean squared distance over distinct valid pairs of the pooled sample (no gradient
-  through s, as in the reference implementations).
+  through s). Summing (every kernel weight beta_u = 1) is what DAN's reference code and
+  thuml's MK-MMD do; a mean would make the term 1/num_kernels of theirs at the same weight.
   """
   z = jnp.concatenate([x, y]).astype(jnp.float32)
   v = jnp.concatenate([wx, wy]).astype(jnp.float32)
@@ -65,7 +66,7 @@ def mk_mmd(x: jax.Array, y: jax.Array, wx: jax.Array, wy: jax.Array, *, num_kern
   base = jax.lax.stop_gradient(jnp.sum(v[:, None] * v[None, :] * d2) / pairs)
   base = jnp.maximum(base, 1e-12)
   scales = base * kernel_mul ** (jnp.arange(num_kernels, dtype=jnp.float32) - num_kernels // 2)
-  k = jnp.mean(jnp.exp(-d2[None] / scales[:, None, None]), axis=0)
+  k = jnp.sum(jnp.exp(-d2[None] / scales[:, None, None]), axis=0)
   # a^T K a with a = (wx / sum wx, -wy / sum wy) is E k(x,x') + E k(y,y') - 2 E k(x,y).
   a = jnp.concatenate([wx / jnp.maximum(jnp.sum(wx), 1.0), -wy / jnp.maximum(jnp.sum(wy), 1.0)])
   return a @ k @ a
@@ -224,7 +225,8 @@ def _revgrad_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total
     return _revgrad_loss(nnx.merge(graphdef, p), sets, key, cfg, coeff)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, opt_state = tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, {'loss': loss, **metrics}
+  return (optax.apply_updates(params, updates), opt_state,
+          {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics})
 
 
 # --- MCD (Saito et al., "Maximum Classifier Discrepancy for Unsupervised Domain Adaptation",
@@ -280,12 +282,15 @@ def _mcd_loss(model, batch: SetBatch, key, cfg):
   return loss, {'loss_pred': loss}
 
 
-def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight: float):
-  """One MCD phase -> (params, opt_state, phase loss []).
+def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight: float,
+              advance_count: bool = False):
+  """One MCD phase -> (params, opt_state, phase loss [], gradient norm []).
 
-  'A': encoder + both heads, source L_pred of both heads (advances the lr schedule);
+  'A': encoder + both heads, source L_pred of both heads;
   'B': heads only, source L_pred - weight * target discrepancy (encoder fixed);
   'C': encoder only, weight * target discrepancy (heads fixed).
+  The lr schedule's count advances only where `advance_count` (the step's last phase), so
+  every phase of a step uses that step's learning rate.
   """
   heads = head_mask(params)
   if phase == 'A':
@@ -302,31 +307,40 @@ def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, 
   else:
     raise ValueError(f'MCD phase {phase!r} is not A, B or C')
   loss, grads = jax.value_and_grad(lambda p: f(nnx.merge(graphdef, p)))(params)
-  params, opt_state = masked_apply(tx, params, opt_state, grads, mask, advance_count=phase == 'A')
-  return params, opt_state, loss
+  params, opt_state = masked_apply(tx, params, opt_state, grads, mask, advance_count)
+  return params, opt_state, loss, optax.global_norm(grads)
 
 
 def _mcd_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_steps=None):
   """Phases A, B, then C `num_k` times (the original's generator steps per batch)."""
   del step, total_steps
   w = float(_hp(cfg, 'mcd', 'weight'))
+  num_k = max(1, int(_hp(cfg, 'mcd', 'num_k')))
   k_a, k_b, k_c = jax.random.split(key, 3)
-  params, opt_state, l_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w)
-  params, opt_state, l_b = mcd_phase('B', graphdef, tx, params, opt_state, sets, k_b, w)
+  params, opt_state, l_a, g_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w)
+  params, opt_state, l_b, g_b = mcd_phase('B', graphdef, tx, params, opt_state, sets, k_b, w)
+  sq_norms = [g_a ** 2, g_b ** 2]
   l_c = jnp.float32(0.0)
-  for i in range(max(1, int(_hp(cfg, 'mcd', 'num_k')))):
-    params, opt_state, l_c = mcd_phase('C', graphdef, tx, params, opt_state, sets,
-                                       jax.random.fold_in(k_c, i), w)
-  return params, opt_state, {'loss': l_a, 'loss_pred': l_a, 'loss_mcd_b': l_b, 'loss_mcd_c': l_c}
+  for i in range(num_k):
+    params, opt_state, l_c, g_c = mcd_phase('C', graphdef, tx, params, opt_state, sets,
+                                            jax.random.fold_in(k_c, i), w,
+                                            advance_count=i == num_k - 1)
+    sq_norms.append(g_c ** 2)
+  # One norm over every phase's gradient: non-finite if any phase's is.
+  grad_norm = jnp.sqrt(sum(sq_norms))
+  return params, opt_state, {'loss': l_a, 'loss_pred': l_a, 'loss_mcd_b': l_b, 'loss_mcd_c': l_c,
+                             'grad_norm': grad_norm}
 
 
-register(Objective('dan', heads=('score',), eval_heads=('score',), uses_target=True,
-                   loss=_domain_term_objective('dan', _dan_term)))
-register(Objective('coral', heads=('score',), eval_heads=('score',), uses_target=True,
-                   loss=_domain_term_objective('coral', _coral_term)))
-register(Objective('revgrad', heads=('score', 'domain'), eval_heads=('score',), uses_target=True,
-                   loss=_revgrad_loss, update=_revgrad_update))
-register(Objective('mcd', heads=('score', 'score2'), eval_heads=('score', 'score2'),
-                   uses_target=True, loss=_mcd_loss, update=_mcd_update))
-register(Objective('afn', heads=('score',), eval_heads=('score',), uses_target=True,
-                   loss=_afn_loss))
+BASELINES = (
+    Objective('dan', heads=('score',), eval_heads=('score',), uses_target=True,
+              loss=_domain_term_objective('dan', _dan_term), weight_key='uda.dan.weight'),
+    Objective('coral', heads=('score',), eval_heads=('score',), uses_target=True,
+              loss=_domain_term_objective('coral', _coral_term), weight_key='uda.coral.weight'),
+    Objective('revgrad', heads=('score', 'domain'), eval_heads=('score',), uses_target=True,
+              loss=_revgrad_loss, update=_revgrad_update, weight_key='uda.revgrad.weight'),
+    Objective('mcd', heads=('score', 'score2'), eval_heads=('score', 'score2'), uses_target=True,
+              loss=_mcd_loss, update=_mcd_update, weight_key='uda.mcd.weight'),
+    Objective('afn', heads=('score',), eval_heads=('score',), uses_target=True, loss=_afn_loss,
+              weight_key='uda.afn.weight'),
+)

@@ -43,7 +43,8 @@ def make_score_fn(graphdef, eval_heads, mesh):
 
   def score(params, features, index, mask, own):
     model = nnx.merge(graphdef, params)
-    out = model(features[index], mask)
+    # Only the heads the objective scores with run (e.g. not RevGrad's domain head).
+    out = model(features[index], mask, heads=eval_heads)
     s = jnp.mean(jnp.stack([out[h] for h in eval_heads]), axis=0)
     return jnp.take_along_axis(s, own[:, None], axis=1)[:, 0]
 
@@ -80,9 +81,16 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
   return [scores[s0:s0 + L] for s0, L in zip(starts, lengths)]
 
 
+def _check_finite(scores) -> None:
+  # NaN scores tie with each other and fall back to input order: a plausible AP from garbage.
+  if not np.all(np.isfinite(np.asarray(scores, np.float64))):
+    raise ValueError('scores contain NaN or inf: AP is undefined')
+
+
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
   """The published code's per-video AP (= sklearn's average_precision_score): step-wise,
   thresholds at distinct scores, positives `labels > 0`. NaN when there is no positive."""
+  _check_finite(scores)
   y = np.asarray(labels) > 0
   if not y.any():
     return float('nan')
@@ -99,6 +107,7 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 def average_precision_umt(labels: np.ndarray, scores: np.ndarray) -> float:
   """UMT's YouTube Highlights protocol: trapezoid rule over the ranking (precision 1 at
   recall 0), positives `labels > 0`, AP 0 when the video has no positive."""
+  _check_finite(scores)
   y = np.asarray(labels) > 0
   if not y.any():
     return 0.0

@@ -31,16 +31,17 @@ def set_kl_divergence(target: jax.Array, pred: jax.Array, mask: jax.Array) -> ja
   return kl / jnp.maximum(jnp.sum(mask, axis=-1), 1)
 
 
-def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array, *,
-                      stop_gradient: bool = False) -> jax.Array:
+def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array) -> jax.Array:
   """L_distill per set: 1/2 [KL(sm(y_avg) || sm(coarse)) + KL(sm(y_avg) || sm(fine))].
 
   coarse, fine: the two heads' scores in (-1, 1), [B, N]; mask [B, N] -> [B]. y_avg is the
-  heads' mean; the published code lets the gradient flow through it (stop_gradient=False).
+  heads' mean; the gradient flows through it as in the published code, and stopping it
+  would change nothing: with p = sm(y_avg), log q_coarse + log q_fine = 2 log p + const
+  (y_avg is the mean of the two logits), so the derivative of the two KLs with respect to p,
+  2 log p - log q_coarse - log q_fine + 2, is the same at every position, and the softmax
+  Jacobian maps a constant vector to 0 (tests/test_losses.py checks this numerically).
   """
   avg = 0.5 * (coarse.astype(jnp.float32) + fine.astype(jnp.float32))
-  if stop_gradient:
-    avg = jax.lax.stop_gradient(avg)
   return 0.5 * (set_kl_divergence(avg, coarse, mask) + set_kl_divergence(avg, fine, mask))
 
 
@@ -61,16 +62,15 @@ def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array) -
 
 def dlvhd_loss(source_labels, source_fine, mixed_labels, mixed_coarse, target_coarse,
                target_fine, source_mask, mixed_mask, target_mask, *, distill_weight: float,
-               use_coarse: bool = True, use_fine: bool = True, use_distill: bool = True,
-               distill_stop_gradient: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+               use_coarse: bool = True, use_fine: bool = True,
+               use_distill: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_coarse + L_fine + lambda * L_distill (Eq. 6); each term averaged over its sets. [B, N] each.
 
   The flags give the ablations of Table 4 (coarse only, fine only, without L_distill).
   """
   l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask)
   l_fine = set_prediction_loss(source_labels, source_fine, source_mask)
-  l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask,
-                                         stop_gradient=distill_stop_gradient))
+  l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask))
   total = (use_coarse * l_coarse + use_fine * l_fine
            + (distill_weight * use_distill) * l_distill)
   return total, {'loss_coarse': l_coarse, 'loss_fine': l_fine, 'loss_distill': l_distill}

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -146,13 +146,19 @@ class HighlightModel(nnx.Module):
       return x.astype(self.dtype)
     return self.encoder(x, mask, key)
 
-  def score(self, h: jax.Array, key: jax.Array | None) -> dict[str, jax.Array]:
-    """h: [B, N, W] -> {head name: scores [B, N] in (-1, 1)}."""
-    return {name: head(h, _fold(key, i)) for i, (name, head) in enumerate(sorted(self.heads.items()))}
+  def score(self, h: jax.Array, key: jax.Array | None,
+            heads: Sequence[str] | None = None) -> dict[str, jax.Array]:
+    """h: [B, N, W] -> {head name: scores [B, N] in (-1, 1)} for `heads` (default: all).
 
-  def __call__(self, x, mask, key=None):
+    A head's dropout key depends on its place among all heads, not among those asked for.
+    """
+    names = sorted(self.heads.keys())
+    wanted = names if heads is None else heads
+    return {name: self.heads[name](h, _fold(key, names.index(name))) for name in wanted}
+
+  def __call__(self, x, mask, key=None, heads: Sequence[str] | None = None):
     k_enc, k_head = (None, None) if key is None else tuple(jax.random.split(key))
-    return self.score(self.encode(x, mask, k_enc), k_head)
+    return self.score(self.encode(x, mask, k_enc), k_head, heads)
 
 
 def build_model(cfg, in_dim: int, heads: Sequence[str], seed: int) -> HighlightModel:

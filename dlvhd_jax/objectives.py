@@ -2,8 +2,9 @@
 
 An objective names the heads its model needs, which heads score at test time, whether it
 draws unlabeled target sets, and its loss on one step's sets. The train step, sampling and
-evaluation are shared; a new method (e.g. a UDA baseline) registers here instead of copying
-the loop.
+evaluation are shared; a new method (e.g. a UDA baseline) is one more `Objective` in
+`dlvhd_jax/methods.py`'s registry instead of a copy of the loop. This module holds the
+SL-module, DL-VHD and DL-VHD's ablations (`CORE`); `baselines.py` the UDA baselines.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 from dlvhd_jax import losses
 
 
@@ -38,24 +39,12 @@ class Objective:
   uses_target: bool  # draws unlabeled target (and mixed) sets
   # loss(model, batch, key, cfg) -> (scalar loss, {name: scalar metric})
   loss: Callable
-  # Optional custom update for methods with several optimizer phases per step (MCD).
+  # Optional custom update for methods with several optimizer phases per step (MCD):
+  # update(graphdef, tx, params, opt_state, batch, key, cfg, step, total_steps)
+  #   -> (params, opt_state, metrics with 'loss' and 'grad_norm').
   update: Callable | None = None
-
-
-OBJECTIVES: dict[str, Objective] = {}
-
-
-def register(objective: Objective) -> Objective:
-  OBJECTIVES[objective.name] = objective
-  return objective
-
-
-def get_objective(name: str) -> Objective:
-  # Baselines register themselves on import.
-  from dlvhd_jax import baselines  # noqa: F401  pylint: disable=g-import-not-at-top
-  if name not in OBJECTIVES:
-    raise UserInputError(f'config.method={name!r} is unknown; choose one of {sorted(OBJECTIVES)}')
-  return OBJECTIVES[name]
+  # The config key of the method's own loss weight: what a user lowers when training diverges.
+  weight_key: str | None = None
 
 
 def encode_sets(model, xs, masks, key):
@@ -99,18 +88,20 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
         batch.source_y, ss['fine'], batch.mixed_y, sm['coarse'], st['coarse'], st['fine'],
         batch.source_mask, batch.mixed_mask, batch.target_mask,
         distill_weight=cfg.loss.distill_weight, use_coarse=use_coarse, use_fine=use_fine,
-        use_distill=use_distill, distill_stop_gradient=cfg.loss.distill_stop_gradient)
+        use_distill=use_distill)
   return loss_fn
 
 
-register(Objective('sl', heads=('score',), eval_heads=('score',), uses_target=False,
-                   loss=_sl_loss))
-register(Objective('dlvhd', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
-                   uses_target=True, loss=_dlvhd_loss_fn()))
-# Table 4 ablations. Coarse-only / fine-only score with the head they train.
-register(Objective('dlvhd_coarse_only', heads=('coarse', 'fine'), eval_heads=('coarse',),
-                   uses_target=True, loss=_dlvhd_loss_fn(use_fine=False, use_distill=False)))
-register(Objective('dlvhd_fine_only', heads=('coarse', 'fine'), eval_heads=('fine',),
-                   uses_target=True, loss=_dlvhd_loss_fn(use_coarse=False, use_distill=False)))
-register(Objective('dlvhd_no_distill', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
-                   uses_target=True, loss=_dlvhd_loss_fn(use_distill=False)))
+# The SL-module, DL-VHD and the ablations of Table 4 (coarse-only / fine-only score with the
+# head they train).
+CORE = (
+    Objective('sl', heads=('score',), eval_heads=('score',), uses_target=False, loss=_sl_loss),
+    Objective('dlvhd', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'), uses_target=True,
+              loss=_dlvhd_loss_fn(), weight_key='loss.distill_weight'),
+    Objective('dlvhd_coarse_only', heads=('coarse', 'fine'), eval_heads=('coarse',),
+              uses_target=True, loss=_dlvhd_loss_fn(use_fine=False, use_distill=False)),
+    Objective('dlvhd_fine_only', heads=('coarse', 'fine'), eval_heads=('fine',),
+              uses_target=True, loss=_dlvhd_loss_fn(use_coarse=False, use_distill=False)),
+    Objective('dlvhd_no_distill', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
+              uses_target=True, loss=_dlvhd_loss_fn(use_distill=False)),
+)

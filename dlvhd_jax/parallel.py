@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 
 DATA_AXIS = 'data'
 

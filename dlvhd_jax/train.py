@@ -4,6 +4,12 @@ The step is a pure function (state, source_bank, target_bank) -> (state, metrics
 this step's source / target / mixed sets on device from the PRNG key, runs one encoder pass
 over all of them, and applies SGD with momentum and weight decay. `steps_per_dispatch` steps
 run in one compiled call through `lax.scan`.
+
+Reliability lives here too: the step refuses an update whose loss or gradient norm is not
+finite (the state is kept and counted); the loop stops a run whose logged loss is not
+finite (NonFiniteError, exit code 3) before any checkpoint of it is written; SIGTERM /
+SIGINT save a checkpoint and end the run (Preempted); a checkpoint carries the run's
+fingerprint, and resuming it with another config is refused.
 """
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -23,7 +31,8 @@ from tqdm import tqdm
 
 from dlvhd_jax import model as model_lib
 from dlvhd_jax import objectives, parallel, sampling
-from dlvhd_jax.checkpoint import Checkpointer
+from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
+from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
 
 
 @struct.dataclass
@@ -32,6 +41,7 @@ class TrainState:
   opt_state: Any
   step: jax.Array  # [] int32
   key: jax.Array  # [2] uint32 raw PRNG key
+  skipped_updates: jax.Array  # [] int32: updates refused for a non-finite loss or gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +79,7 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
   model = model_lib.build_model(cfg, in_dim, objective.heads, cfg.seed)
   graphdef, params = nnx.split(model)
   state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                     jax.random.key_data(jax.random.key(cfg.seed + 1)))
+                     jax.random.key_data(jax.random.key(cfg.seed + 1)), jnp.zeros((), jnp.int32))
   return graphdef, jax.device_put(state, parallel.replicated(mesh))
 
 
@@ -111,9 +121,18 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      metrics = {'loss': loss, **metrics}
+      metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics}
+    # Refuse an update computed from a non-finite loss or gradient: keep the state (the
+    # select fuses into the update, so it costs no extra pass over the parameters).
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for k, v in metrics.items()
+                            if k.startswith('loss') or k == 'grad_norm']))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    skipped = 1 - ok.astype(jnp.int32)
+    metrics['skipped_updates'] = skipped
     metrics['lr'] = jnp.asarray(lr_fn(state.step), jnp.float32)
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1,
+                         skipped_updates=state.skipped_updates + skipped), metrics
 
   def multi_step(state, source, target):
     return jax.lax.scan(lambda s, _: one_step(s, (source, target)), state, None,
@@ -124,48 +143,136 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
                  donate_argnums=0)
 
 
-def flatten_state(state: TrainState) -> dict[str, jax.Array]:
-  """A plain {index: array} view of the state for checkpointing (robust to pytree node types)."""
-  return {f'{i:05d}': leaf for i, leaf in enumerate(jax.tree.leaves(state))}
-
-
-def unflatten_state(flat: dict, like: TrainState) -> TrainState:
-  return jax.tree.unflatten(jax.tree.structure(like), [flat[k] for k in sorted(flat)])
-
 
 class MetricsWriter:
-  """Appends one JSON line per log interval to <workdir>/metrics.jsonl."""
+  """One JSON line per log interval in <workdir>/metrics.jsonl (non-finite values as null)."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, 'metrics.jsonl')
 
+  def truncate_after(self, step: int) -> None:
+    """Drops the lines of steps past `step` (a resumed run logs them again)."""
+    if not os.path.isfile(self.path):
+      return
+    kept = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          if int(json.loads(line)['step']) <= step:
+            kept.append(line if line.endswith('\n') else line + '\n')
+        except (ValueError, KeyError, TypeError):
+          continue  # a line cut short by a kill
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
   def write(self, record: dict) -> None:
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+             for k, v in record.items()}
     with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      f.write(json.dumps(clean) + '\n')
+
+
+class StopSignals:
+  """Records SIGTERM / SIGINT instead of dying, so the loop can save and exit cleanly.
+
+  Only the main thread can own signal handlers; elsewhere this records nothing.
+  """
+
+  def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)):
+    self.signums = signums
+    self.received: int | None = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is None:
+      self.received = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in self.signums:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    return False
+
+
+@jax.jit
+def _tree_is_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def first_nonfinite_loss(host_metrics: list[dict]) -> int | None:
+  """Index (in steps) of the first step whose loss terms are not finite, or None."""
+  names = [k for k in host_metrics[0] if k.startswith('loss')]
+  losses = np.stack([np.concatenate([np.atleast_1d(m[k]) for m in host_metrics]) for k in names])
+  bad = np.nonzero(~np.all(np.isfinite(losses), axis=0))[0]
+  return int(bad[0]) if len(bad) else None
+
+
+def interval_record(host_metrics: list[dict]) -> dict:
+  """Means over the interval's steps; `skipped_updates` is a count (sum)."""
+  record = {}
+  for name in host_metrics[0]:
+    vals = np.concatenate([np.atleast_1d(m[name]) for m in host_metrics])
+    record[name] = int(vals.sum()) if name == 'skipped_updates' else float(np.mean(vals))
+  return record
 
 
 def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.SegmentBank | None,
-        objective: objectives.Objective, mesh, *, in_dim: int, show_progress: bool = True):
+        objective: objectives.Objective, mesh, *, in_dim: int, show_progress: bool = True,
+        data_facts: dict | None = None, on_start=None):
   """Trains from the latest checkpoint in `workdir` (or from scratch) to the schedule's end.
 
-  source/target are host (numpy) banks; they are put on the devices once. Returns
-  (graphdef, final state).
+  source/target are host (numpy) banks; they are put on the devices once. `data_facts`
+  (e.g. digests of the training videos) join the run's fingerprint. `on_start(step)` runs
+  once the workdir is known to hold this run (or none), before the first step. Returns
+  (graphdef, final state). Raises UserInputError when the workdir holds another run,
+  NonFiniteError when the loss stops being finite, Preempted on SIGTERM / SIGINT.
   """
   schedule = make_schedule(cfg, source.num_segments)
   tx, lr_fn = make_optimizer(cfg, schedule)
   graphdef, state = init_state(cfg, in_dim, objective, tx, mesh)
+  fingerprint = _fingerprint(cfg, in_dim, schedule, data_facts)
   ckpt = Checkpointer(workdir, cfg.train.max_checkpoints)
-  if ckpt.latest_step() is not None:
-    state = unflatten_state(ckpt.restore(flatten_state(state)), state)
+  try:
+    if ckpt.latest_step() is not None:
+      ckpt.check_run(fingerprint)
+      state = ckpt.restore(state)
+    start = int(jax.device_get(state.step))
+    writer = MetricsWriter(workdir)
+    writer.truncate_after(start)
+    if on_start is not None:
+      on_start(start)
+    state = _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn,
+                        schedule, ckpt, fingerprint, writer, show_progress)
+  finally:
+    ckpt.close()
+  return graphdef, state
+
+
+def _fingerprint(cfg, in_dim: int, schedule: Schedule, data_facts: dict | None) -> dict:
+  return run_fingerprint(cfg, feature_dim=in_dim, total_steps=schedule.total_steps,
+                         decay_steps=schedule.decay_steps, steps_per_epoch=schedule.steps_per_epoch,
+                         **(data_facts or {}))
+
+
+def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn, schedule,
+                ckpt, fingerprint, writer, show_progress):
   rep = parallel.replicated(mesh)
   source_dev = jax.device_put(source, rep)
   target_dev = jax.device_put(target if target is not None else source, rep)
-
   k = max(1, int(cfg.train.steps_per_dispatch))
   make_step = lambda n: make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh,
                                         cfg.train.batch_size, n, schedule.total_steps)
   steps = {k: make_step(k)}
-  writer = MetricsWriter(workdir)
   step = int(jax.device_get(state.step))
   total = schedule.total_steps
   log_every = max(1, int(cfg.train.log_every_steps))
@@ -173,8 +280,19 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
   bar = tqdm(total=total, initial=step, desc=f'train {cfg.method}', unit='step',
              disable=not show_progress, dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
+
+  def check_finite(host, first_step):
+    bad = first_nonfinite_loss(host)
+    if bad is not None:
+      ckpt.wait()
+      good = ckpt.latest_step()
+      where = f'step {good} in {ckpt.directory}' if good is not None else f'none in {ckpt.directory}'
+      fix = 'train.learning_rate' + (f' or {objective.weight_key}' if objective.weight_key else '')
+      raise NonFiniteError(f'non-finite loss at step {first_step + bad + 1} '
+                           f'(last good checkpoint: {where}); lower {fix}')
+
   # 'disallow' (tests) proves the loop moves data between host and device only explicitly.
-  with jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
+  with StopSignals() as stop, jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
     while step < total:
       n = k if total - step >= k else 1
       if n not in steps:
@@ -183,33 +301,53 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
       pending.append(metrics)
       prev, step = step, step + n
       bar.update(n)
-      if step // log_every > prev // log_every or step == total:
-        # The only host sync of the loop: fetch the metrics of the interval.
+      stopping = stop.received is not None
+      log_due = step // log_every > prev // log_every or step == total or stopping
+      ckpt_due = step // ckpt_every > prev // ckpt_every or step == total or stopping
+      if log_due or ckpt_due:
+        # The loop's only host syncs: the metrics of the interval (checked before any
+        # checkpoint of these steps is written), then the state's finiteness at a save.
         host = jax.device_get(pending)
+        check_finite(host, step_last)
+      if log_due:
         now = time.perf_counter()
-        record = {name: float(np.mean(np.concatenate([np.atleast_1d(m[name]) for m in host])))
-                  for name in host[0]}
+        record = interval_record(host)
         record.update(step=step, epoch=step / schedule.steps_per_epoch,
                       steps_per_s=(step - step_last) / max(now - t_last, 1e-9))
         writer.write(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         pending, t_last, step_last = [], now, step
-      if step // ckpt_every > prev // ckpt_every or step == total:
-        ckpt.save(step, flatten_state(state))
+      if ckpt_due:
+        if not bool(jax.device_get(_tree_is_finite((state.params, state.opt_state)))):
+          ckpt.wait()
+          raise NonFiniteError(f'non-finite parameters after step {step} (last good checkpoint: '
+                               f'step {ckpt.latest_step()} in {ckpt.directory}); lower '
+                               'train.learning_rate')
+        ckpt.save(step, state, fingerprint)
+      if stopping:
+        bar.close()
+        ckpt.wait()
+        raise Preempted(step, stop.received)
   bar.close()
-  ckpt.close()
-  return graphdef, state
+  return state
 
 
-def restore_for_eval(cfg, workdir: str, in_dim: int, objective, mesh, num_source_segments: int):
-  """-> (graphdef, state) of the latest checkpoint in `workdir`."""
+def restore_for_eval(cfg, workdir: str, in_dim: int, objective, mesh, num_source_segments: int,
+                     data_facts: dict | None = None):
+  """-> (graphdef, state) of the latest checkpoint in `workdir`, refused if it belongs to
+  another run (a different method, model, data or schedule)."""
   schedule = make_schedule(cfg, num_source_segments)
   tx, _ = make_optimizer(cfg, schedule)
   graphdef, state = init_state(cfg, in_dim, objective, tx, mesh)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise UserInputError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: run '
+                         '--mode=train first')
   ckpt = Checkpointer(workdir, cfg.train.max_checkpoints)
-  if ckpt.latest_step() is None:
-    from data_pipelines.errors import UserInputError  # pylint: disable=g-import-not-at-top
-    raise UserInputError(f'no checkpoint in {ckpt.directory}: run --mode=train first')
-  state = unflatten_state(ckpt.restore(flatten_state(state)), state)
-  ckpt.close()
+  try:
+    if ckpt.latest_step() is None:
+      raise UserInputError(f'no checkpoint in {ckpt.directory}: run --mode=train first')
+    ckpt.check_run(_fingerprint(cfg, in_dim, schedule, data_facts))
+    state = ckpt.restore(state)
+  finally:
+    ckpt.close()
   return graphdef, state

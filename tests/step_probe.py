@@ -12,7 +12,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import base  # noqa: E402
-from dlvhd_jax import objectives, parallel, sampling, train  # noqa: E402
+from dlvhd_jax import methods, parallel, sampling, train  # noqa: E402
 
 
 def main(out_path: str, method: str, steps_per_dispatch: int):
@@ -29,7 +29,7 @@ def main(out_path: str, method: str, steps_per_dispatch: int):
   labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
   source = sampling.make_bank(feats, labels)
   target = sampling.make_bank([f + 0.5 for f in feats], None)
-  objective = objectives.get_objective(method)
+  objective = methods.get_objective(method)
   mesh = parallel.make_mesh()
   schedule = train.make_schedule(cfg, source.num_segments)
   tx, lr_fn = train.make_optimizer(cfg, schedule)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_launch, tiny_overrides
 from data_pipelines import synthetic, youtube_highlights
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 
 from configs import base
-from dlvhd_jax import objectives, parallel, sampling, train
+from dlvhd_jax import methods, parallel, sampling, train
 
 
 def test_fit_compiles_once_and_makes_no_implicit_transfers(tmp_path, caplog):
@@ -25,7 +25,7 @@ def test_fit_compiles_once_and_makes_no_implicit_transfers(tmp_path, caplog):
   target = sampling.make_bank(feats, None)
   mesh = parallel.make_mesh()
   with caplog.at_level(logging.WARNING), jax.log_compiles(True):
-    _, state = train.fit(cfg, str(tmp_path), source, target, objectives.get_objective('dlvhd'),
+    _, state = train.fit(cfg, str(tmp_path), source, target, methods.get_objective('dlvhd'),
                          mesh, in_dim=6, show_progress=False)
   assert int(jax.device_get(state.step)) == 40
   compiles = [r.getMessage() for r in caplog.records

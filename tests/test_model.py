@@ -96,6 +96,6 @@ def test_width_equal_to_features_has_no_projection_and_without_encoder_heads_see
 
 
 def test_width_not_divisible_by_heads_is_a_clear_error():
-  from data_pipelines.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from dlvhd_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   with pytest.raises(UserInputError, match='num_heads'):
     make(width=30)

@@ -104,7 +104,7 @@ def test_bad_method_is_a_one_line_error(tmp_path, sweep_config):
 
 def test_specs_and_shipped_configs():
   from configs import sensitivity, table4, table7
-  from dlvhd_jax import sweep
+  from app import sweep
   assert sweep.parse_spec('dan:uda.dan.weight=0.5,model.head_dims=(16,8),data.split=umt') == (
       'dan', {'uda.dan.weight': 0.5, 'model.head_dims': (16, 8), 'data.split': 'umt'})
   assert sweep.resolve_spec('sl_oracle', 'dog') == ('sl', {'data.source_category': 'dog'})

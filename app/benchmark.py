@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.errors import UserInputError
-from dlvhd_jax import evaluation, model as model_lib, objectives, parallel, sampling, train
+from dlvhd_jax.errors import UserInputError
+from dlvhd_jax import evaluation, methods, model as model_lib, parallel, sampling, train
 
 
 def measure_matmul_peak(dtype, mesh, size: int | None = None, reps: int = 10) -> float:
@@ -84,7 +84,7 @@ def _peak_memory(compiled) -> tuple[int | None, str]:
 
 def run(cfg, workdir: str) -> dict:
   cfg = _config_for(cfg)
-  objective = objectives.get_objective(cfg.method)
+  objective = methods.get_objective(cfg.method)
   mesh = parallel.make_mesh()
   dim = _feature_dim(cfg)
   b = cfg.benchmark

@@ -26,7 +26,8 @@ import sys
 
 import ml_collections
 
-from data_pipelines.errors import UserInputError
+from app import config_checks, experiment
+from dlvhd_jax.errors import NonFiniteError, UserInputError
 
 TARGET = '{target}'
 # Named variants: the registered method they run and the overrides they imply.
@@ -73,21 +74,20 @@ def resolve_spec(spec: str, target: str) -> tuple[str, dict]:
   return method, overrides
 
 
-def set_path(cfg: ml_collections.ConfigDict, dotted: str, value) -> None:
-  """cfg.<dotted> = value, creating missing groups/keys (e.g. uda.* before base.py has them)."""
+def set_path(cfg: ml_collections.ConfigDict, dotted: str, value, where: str = 'override') -> None:
+  """cfg.<dotted> = value for a key the config has (a typo is an error, not a new key)."""
+  config_checks.check_key(cfg, dotted, f'{where} {dotted}={value!r}')
   *groups, leaf = dotted.split('.')
   node = cfg
-  with cfg.unlocked():
-    for g in groups:
-      if g not in node:
-        node[g] = ml_collections.ConfigDict()
-      node = node[g]
-    if leaf in node and isinstance(node[leaf], float) and isinstance(value, int):
-      value = float(value)
-    try:
+  for g in groups:
+    node = node[g]
+  if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  try:
+    with cfg.unlocked():
       node[leaf] = value
-    except TypeError as e:
-      raise UserInputError(f'override {dotted}={value!r}: {e}') from None
+  except (TypeError, ValueError) as e:
+    raise UserInputError(f'{where} {dotted}={value!r}: {e}') from None
 
 
 def slug(text: str) -> str:
@@ -130,7 +130,6 @@ def _cells(cfg):
 
 def cell_config(cfg, target, method, overrides, data_root):
   """The config of one run: `cfg` with the method, target, data root and overrides."""
-  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
   sub = cfg.copy_and_resolve_references()
   with sub.unlocked():
     sub.method = method
@@ -138,37 +137,55 @@ def cell_config(cfg, target, method, overrides, data_root):
     sub.data.root = data_root
     sub.compare_methods = ()
   for k, v in overrides.items():
-    set_path(sub, k, v)
+    set_path(sub, k, v, where=f'config.sweep override for {method}:')
   experiment.validate(sub)
   return sub
 
 
+DIVERGED = 'diverged.json'
+
+
 def _run_cell(cfg, workdir, data_root, target, method, overrides, progress):
-  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
-  done = os.path.join(workdir, 'results.json')
-  if os.path.isfile(done):
-    with open(done) as f:
-      return json.load(f), True
+  """-> (results or {'diverged': message}, done before). A cell whose training diverged is
+  recorded in <cell>/diverged.json and, like a finished one, not redone."""
+  for name in ('results.json', DIVERGED):
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      with open(path) as f:
+        return json.load(f), True
   sub = cell_config(cfg, target, method, overrides, data_root)
-  return experiment.run(sub, workdir, 'train', progress), False
+  try:
+    return experiment.run(sub, workdir, 'train', progress), False
+  except NonFiniteError as e:
+    record = {'diverged': str(e)}
+    experiment.write_json(os.path.join(workdir, DIVERGED), record)
+    return record, False
 
 
 def run(cfg, workdir: str, progress: bool = True) -> int:
-  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
   kind, targets, cells = _cells(cfg)
+  experiment.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
-  results = {}
+  results, diverged = {}, []
   for i, (row, target, name, method, overrides) in enumerate(cells):
     res, skipped = _run_cell(cfg, os.path.join(workdir, name), data_root, target, method,
                              overrides, progress)
-    results.setdefault(row, {})[target] = {
-        k: res.get(k) for k in ('map', 'map_umt', 'steps', 'wall_s', 'num_test_videos')}
-    results[row][target]['workdir'] = name
+    cell = {k: res.get(k) for k in ('map', 'map_umt', 'steps', 'wall_s', 'num_test_videos')}
+    cell['workdir'] = name
+    if 'diverged' in res:
+      cell['diverged'] = res['diverged']
+      diverged.append(name)
+    results.setdefault(row, {})[target] = cell
+    outcome = ('diverged: ' + res['diverged']) if 'diverged' in res else f"mAP {res['map']:.4f}"
     print(f"[{i + 1}/{len(cells)}] {row} {cfg.data.source_category} -> {target}: "
-          f"mAP {res['map']:.4f}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
+          f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
     write_artifacts(cfg, workdir, kind, targets, results)
   print(f'sweep of {len(cells)} runs: {workdir}/table.md, table.json, table.png', file=sys.stderr)
+  if diverged:
+    raise NonFiniteError(f'{len(diverged)} of {len(cells)} sweep runs diverged ({", ".join(diverged)}; '
+                         f'see their {DIVERGED}): their cells read "diverged"; lower their '
+                         'learning rate or weight, delete those sub-workdirs and rerun')
   return 0
 
 
@@ -233,6 +250,9 @@ def _markdown_grid(table, metric, with_paper):
     for c in cols:
       v = table[metric][r][c]
       p = table['paper'].get(r, {}).get(c) if with_paper else None
+      if v is None and table['runs'].get(r, {}).get(c, {}).get('diverged'):
+        cells.append('diverged')
+        continue
       cells.append(_fmt(v, p, bold=v is not None and v == best[c]))
     lines.append(f"| {table['labels'][r]} | " + ' | '.join(cells) + ' |')
   return lines
@@ -252,9 +272,14 @@ def to_markdown(cfg, table) -> str:
   out += _markdown_grid(table, 'map', has_paper)
   out += ['', "The same runs under the UMT protocol's AP (`map_umt`):", '']
   out += _markdown_grid(table, 'map_umt', False)
+  diverged = [(r, t) for r in table['rows'] for t in table['targets']
+              if table['runs'].get(r, {}).get(t, {}).get('diverged')]
   missing = sum(table['map'][r][t] is None for r in table['rows'] for t in table['targets'])
-  if missing:
-    out += ['', f'{missing} run(s) not finished yet (–).']
+  if missing - len(diverged):
+    out += ['', f'{missing - len(diverged)} run(s) not finished yet (–).']
+  if diverged:
+    out += ['', f'{len(diverged)} run(s) diverged (non-finite loss; no number is reported for '
+            'them): ' + ', '.join(f"{table['labels'][r]} → {t}" for r, t in diverged) + '.']
   return '\n'.join(out) + '\n'
 
 
@@ -299,12 +324,13 @@ def plot(table, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=120)
   plt.close(fig)
+  os.replace(tmp, path)
 
 
 def write_artifacts(cfg, workdir, kind, targets, results) -> dict:
-  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
   table = build_table(cfg, kind, targets, results)
   experiment.write_json(os.path.join(workdir, 'table.json'), table)
   tmp = os.path.join(workdir, 'table.md.tmp')

@@ -6,11 +6,15 @@ import os
 
 from absl import logging
 
-from data_pipelines.errors import UserInputError
+from dlvhd_jax.errors import UserInputError
+
+
+def default_workdir(cfg) -> str:
+  return os.path.join('runs', cfg.get('name', 'run'))
 
 
 def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
-  from dlvhd_jax import experiment  # pylint: disable=g-import-not-at-top
+  from app import experiment  # pylint: disable=g-import-not-at-top
   methods = tuple(cfg.get('compare_methods', ()) or ())
   if not methods:
     res = experiment.run(cfg, workdir, mode, progress)
@@ -18,14 +22,20 @@ def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
                                            'map_umt', 'num_test_videos', 'wall_s')}))
     return 0
   # Several methods on the same data (configs/demo.py): one sub-workdir each, one summary.
-  data_root = experiment.resolve_data_root(cfg, workdir)
-  runs = {}
+  subs = {}
   for method in methods:
     sub = cfg.copy_and_resolve_references()
     with sub.unlocked():
       sub.method = method
-      sub.data.root = data_root
       sub.compare_methods = ()
+    experiment.validate(sub)  # every method's config before the first one trains
+    subs[method] = sub
+  experiment.check_writable(workdir)
+  data_root = experiment.resolve_data_root(cfg, workdir)
+  runs = {}
+  for method, sub in subs.items():
+    with sub.unlocked():
+      sub.data.root = data_root
     runs[method] = experiment.run(sub, os.path.join(workdir, method), mode, progress)
   first = runs[methods[0]]
   summary = {**first, 'runs': {m: {k: r[k] for k in ('map', 'map_umt', 'wall_s', 'steps')}
@@ -42,6 +52,9 @@ def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
 def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
   # Orbax logs every save at INFO; keep the console for the progress bar and results.
   logging.set_verbosity(logging.WARNING)
+  if mode in ('train', 'eval', 'sweep') and 'data' in cfg:
+    from app import config_checks  # pylint: disable=g-import-not-at-top
+    config_checks.validate(cfg)
   if mode in ('train', 'eval'):
     return _train_or_eval(cfg, workdir, mode, progress)
   if mode == 'benchmark':
@@ -49,7 +62,7 @@ def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
       from data_pipelines import extract  # pylint: disable=g-import-not-at-top
       extract.run_extraction_benchmark(cfg, workdir)  # prints its JSON line
       return 0
-    from dlvhd_jax import benchmark  # pylint: disable=g-import-not-at-top
+    from app import benchmark  # pylint: disable=g-import-not-at-top
     print(json.dumps(benchmark.run(cfg, workdir)))
     return 0
   if mode == 'extract':
@@ -59,6 +72,6 @@ def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
     from data_pipelines import extract  # pylint: disable=g-import-not-at-top
     return extract.run_extraction(cfg, workdir, progress)
   if mode == 'sweep':
-    from dlvhd_jax import sweep  # pylint: disable=g-import-not-at-top
+    from app import sweep  # pylint: disable=g-import-not-at-top
     return sweep.run(cfg, workdir, progress)
   raise UserInputError(f'--mode={mode} is unknown')

@@ -1,0 +1,174 @@
+"""One experiment: load a category pair, train an objective, evaluate on the target test videos.
+
+Order matters for "nothing partially written": the config is checked, the workdir's
+writability probed and the data loaded before anything is written; the run's fingerprint is
+checked against the workdir's checkpoints before config.json grows; test_scores.npz is
+written before results.json, both atomically, so "results.json exists" means "the run is
+complete".
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from app import config_checks
+from data_pipelines import synthetic, youtube_highlights
+from dlvhd_jax import evaluation, methods, parallel, sampling, train
+from dlvhd_jax.checkpoint import video_digest
+from dlvhd_jax.errors import NonFiniteError, UserInputError
+
+_BANK_DTYPES = {'float32': np.float32, 'bfloat16': jnp.bfloat16, 'float16': np.float16}
+
+
+def resolve_data_root(cfg, workdir: str) -> str:
+  """The embedded synthetic dataset is written on first use into <workdir>/data."""
+  if cfg.data.get('name', 'youtube_highlights') == 'synthetic':
+    root = cfg.data.root or os.path.join(workdir, 'data')
+    check_writable(root, 'config.data.root')
+    return synthetic.write_synthetic_dataset(root, seed=cfg.data.get('synthetic_seed', 0))
+  return cfg.data.root
+
+
+def check_writable(path: str, field: str = '--workdir') -> None:
+  """One-line error unless `path` exists as a writable folder or can be created (nothing is
+  created here)."""
+  probe = os.path.abspath(path)
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    raise UserInputError(f'{field}={path}: {probe} is a file, not a folder; choose another path')
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise UserInputError(f'{field}={path}: {probe} is not writable; choose a writable folder')
+
+
+def validate(cfg) -> None:
+  """Config mistakes as one-line errors before anything is loaded or compiled."""
+  config_checks.validate(cfg)
+
+
+def load(cfg, workdir: str):
+  """-> (objective, CrossCategoryData, source bank, target bank or None)."""
+  validate(cfg)
+  check_writable(workdir)
+  objective = methods.get_objective(cfg.method)
+  data_cfg = cfg.data.copy_and_resolve_references()
+  data_cfg.root = resolve_data_root(cfg, workdir)
+  data = youtube_highlights.load_cross_category(data_cfg, need_target_train=objective.uses_target)
+  dtype = _BANK_DTYPES[cfg.data.bank_dtype]
+  source = sampling.make_bank([v.features for v in data.source_train],
+                              [v.labels for v in data.source_train], dtype)
+  target = (sampling.make_bank([v.features for v in data.target_train], None, dtype)
+            if objective.uses_target else None)
+  return objective, data, source, target
+
+
+def write_json(path: str, obj) -> None:
+  """Atomic: a reader never sees a half-written file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+  """Atomic np.savez."""
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)
+
+
+def record_config(workdir: str, cfg, mode: str, start_step: int | None) -> None:
+  """Appends this run's config to <workdir>/config.json's history (oldest first)."""
+  path = os.path.join(workdir, 'config.json')
+  history = []
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+      history = old['history'] if isinstance(old, dict) and 'history' in old else [{'config': old}]
+    except (OSError, ValueError):
+      history = []
+  history.append({'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                  'mode': mode, 'start_step': start_step,
+                  'config': json.loads(cfg.to_json_best_effort())})
+  write_json(path, {'history': history})
+
+
+def data_facts(data) -> dict:
+  """What the fingerprint records of the data: which videos the run trains on."""
+  return {'source_train_videos': video_digest(v.vid for v in data.source_train),
+          'target_train_videos': video_digest(v.vid for v in data.target_train)}
+
+
+def check_scores(scores: list[np.ndarray], vids: list[str], workdir: str) -> None:
+  bad = [v for v, s in zip(vids, scores) if not np.all(np.isfinite(s))]
+  if bad:
+    n = sum(int(np.sum(~np.isfinite(s))) for s in scores)
+    raise NonFiniteError(f'the model in {workdir} gives {n} NaN/inf test scores ({len(bad)} '
+                         f'video(s), first {bad[0]}): it diverged; retrain with a lower '
+                         'train.learning_rate')
+
+
+def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> dict:
+  """Trains (mode 'train', resuming from the latest checkpoint) or restores (mode 'eval'),
+  then evaluates on the target test videos and writes <workdir>/results.json."""
+  t0 = time.perf_counter()
+  objective, data, source, target = load(cfg, workdir)
+  mesh = parallel.make_mesh()
+  parallel.check_batch(cfg.train.batch_size, mesh, 'train.batch_size')
+  facts = data_facts(data)
+  if mode == 'train':
+    os.makedirs(workdir, exist_ok=True)
+    graphdef, state = train.fit(
+        cfg, workdir, source, target, objective, mesh, in_dim=data.feature_dim,
+        show_progress=show_progress, data_facts=facts,
+        on_start=lambda step: record_config(workdir, cfg, mode, step))
+  else:
+    graphdef, state = train.restore_for_eval(cfg, workdir, data.feature_dim, objective, mesh,
+                                             source.num_segments, data_facts=facts)
+    record_config(workdir, cfg, mode, int(jax.device_get(state.step)))
+  t_train = time.perf_counter() - t0
+  vids = [v.vid for v in data.target_test]
+  scores = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
+                              objective.eval_heads, cfg, mesh)
+  check_scores(scores, vids, workdir)
+  results = evaluation.summarize(vids, [v.labels for v in data.target_test], scores)
+  schedule = train.make_schedule(cfg, source.num_segments)
+  results.update({
+      'method': cfg.method,
+      'source_category': cfg.data.source_category,
+      'target_category': cfg.data.target_category,
+      'features': cfg.data.features,
+      'split': cfg.data.split,
+      'edge_rule': cfg.eval.edge_rule,
+      'steps': int(jax.device_get(state.step)),
+      'total_steps': schedule.total_steps,
+      'steps_per_epoch': schedule.steps_per_epoch,
+      'skipped_updates': int(jax.device_get(state.skipped_updates)),
+      'num_source_train_videos': len(data.source_train),
+      'num_target_train_videos': len(data.target_train),
+      'devices': jax.device_count(),
+      'train_wall_s': round(t_train, 2) if mode == 'train' else None,
+      'wall_s': round(time.perf_counter() - t0, 2),
+  })
+  write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
+  write_json(os.path.join(workdir, 'results.json'), results)
+  print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
+        f"mAP {results['map']:.4f} (UMT protocol {results['map_umt']:.4f}) over "
+        f"{results['num_test_videos']} test videos; results in {workdir}/results.json",
+        file=sys.stderr)
+  return results
