@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 
 from absl import logging
 
+from dlvhd_jax import files
 from dlvhd_jax.errors import UserInputError
 
 
@@ -40,7 +42,7 @@ def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
   first = runs[methods[0]]
   summary = {**first, 'runs': {m: {k: r[k] for k in ('map', 'map_umt', 'wall_s', 'steps')}
                                for m, r in runs.items()}}
-  experiment.write_json(os.path.join(workdir, 'results.json'), summary)
+  files.write_json(os.path.join(workdir, 'results.json'), summary)
   print(f'{"method":<20} {"mAP":>8} {"mAP(UMT)":>9} {"wall s":>8}   '
         f'({first["source_category"]} -> {first["target_category"]}, '
         f'{first["num_test_videos"]} test videos)')
@@ -49,9 +51,20 @@ def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
   return 0
 
 
+class _OrbaxErrorsRaised(py_logging.Filter):
+  """Drops orbax's ERROR log lines: the same failure reaches us as an exception, which
+  launch.py prints as one line (e.g. a full disk during a save)."""
+
+  def filter(self, record):
+    return not (record.levelno >= py_logging.ERROR and f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
 def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
   # Orbax logs every save at INFO; keep the console for the progress bar and results.
   logging.set_verbosity(logging.WARNING)
+  absl_logger = logging.get_absl_logger()
+  if not any(isinstance(f, _OrbaxErrorsRaised) for f in absl_logger.filters):
+    absl_logger.addFilter(_OrbaxErrorsRaised())
   if mode in ('train', 'eval', 'sweep') and 'data' in cfg:
     from app import config_checks  # pylint: disable=g-import-not-at-top
     config_checks.validate(cfg)

@@ -9,7 +9,6 @@ complete".
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from data_pipelines import synthetic, youtube_highlights
 from dlvhd_jax import evaluation, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
+from dlvhd_jax.files import write_json, write_npz
 
 _BANK_DTYPES = {'float32': np.float32, 'bfloat16': jnp.bfloat16, 'float16': np.float16}
 
@@ -71,24 +71,6 @@ def load(cfg, workdir: str):
   target = (sampling.make_bank([v.features for v in data.target_train], None, dtype)
             if objective.uses_target else None)
   return objective, data, source, target
-
-
-def write_json(path: str, obj) -> None:
-  """Atomic: a reader never sees a half-written file."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
-def write_npz(path: str, arrays: dict) -> None:
-  """Atomic np.savez."""
-  buf = io.BytesIO()
-  np.savez(buf, **arrays)
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
 
 
 def record_config(workdir: str, cfg, mode: str, start_step: int | None) -> None:

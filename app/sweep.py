@@ -27,6 +27,7 @@ import sys
 import ml_collections
 
 from app import config_checks, experiment
+from dlvhd_jax import files
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 
 TARGET = '{target}'
@@ -158,7 +159,7 @@ def _run_cell(cfg, workdir, data_root, target, method, overrides, progress):
     return experiment.run(sub, workdir, 'train', progress), False
   except NonFiniteError as e:
     record = {'diverged': str(e)}
-    experiment.write_json(os.path.join(workdir, DIVERGED), record)
+    files.write_json(os.path.join(workdir, DIVERGED), record)
     return record, False
 
 
@@ -332,10 +333,7 @@ def plot(table, path: str) -> None:
 
 def write_artifacts(cfg, workdir, kind, targets, results) -> dict:
   table = build_table(cfg, kind, targets, results)
-  experiment.write_json(os.path.join(workdir, 'table.json'), table)
-  tmp = os.path.join(workdir, 'table.md.tmp')
-  with open(tmp, 'w') as f:
-    f.write(to_markdown(cfg, table))
-  os.replace(tmp, os.path.join(workdir, 'table.md'))
+  files.write_json(os.path.join(workdir, 'table.json'), table)
+  files.write_atomic(os.path.join(workdir, 'table.md'), to_markdown(cfg, table))
   plot(table, os.path.join(workdir, 'table.png'))
   return table

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from data_pipelines import video
 from dlvhd_jax.errors import UserInputError
-from dlvhd_jax import c3d
+from dlvhd_jax import c3d, files
 
 
 class ExtractionError(UserInputError):
@@ -254,9 +254,7 @@ def _run_pipeline(jobs, params, cfg, on_video, on_error, progress=None, max_clip
 
 
 def _write_json(path, obj, indent=None):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=indent)
-  os.replace(path + '.tmp', path)
+  files.write_atomic(path, json.dumps(obj, indent=indent))
 
 
 class _Writer:

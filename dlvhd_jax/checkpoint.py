@@ -12,9 +12,11 @@ Saves are atomic (orbax writes a temporary folder and renames it on commit).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -71,9 +73,11 @@ def run_fingerprint(cfg, **resolved) -> dict[str, Any]:
 
 
 def first_difference(saved: dict, current: dict) -> tuple[str, Any, Any] | None:
-  """-> (key, saved value, current value) of the first differing key in sorted order."""
+  """-> (key, saved value, current value) of the first differing key: config keys in sorted
+  order first, then the resolved facts (a changed train.num_steps is named, not the schedule
+  it implies)."""
   missing = object()
-  for key in sorted(set(saved) | set(current)):
+  for key in sorted(set(saved) | set(current), key=lambda k: (k.startswith('resolved.'), k)):
     a, b = saved.get(key, missing), current.get(key, missing)
     if a != b:
       show = lambda v: '(absent)' if v is missing else json.dumps(v)
@@ -128,6 +132,20 @@ def _flat_metadata(tree, prefix='') -> dict[str, Any]:
   return out
 
 
+def _no_space(e: BaseException | None) -> bool:
+  """Whether `e` (or what caused it) is ENOSPC; tensorstore reports it as text in a ValueError."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(e)
+    if 'No space left on device' in text or "os_error_code='28'" in text:
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
 class Checkpointer:
   """Saves / restores a train state under <workdir>/checkpoints/<step>, with its fingerprint."""
 
@@ -142,10 +160,28 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _writing(self, fn):
+    """Runs an orbax write; a full disk becomes a one-line error (the half-written step stays
+    in orbax's temporary folder and never counts as a checkpoint)."""
+    try:
+      return fn()
+    except Exception as e:  # pylint: disable=broad-except
+      if _no_space(e):
+        raise UserInputError(f'no space left on the device while writing a checkpoint in '
+                             f'{self.directory}: free some space or pass another --workdir') from None
+      raise
+
   def save(self, step: int, state, fingerprint: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
+    # Checked up front: orbax's writer threads report a full disk noisily and late.
+    need = sum(x.nbytes for x in jax.tree.leaves(state)) + (1 << 20)
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise UserInputError(f'no space left on the device for a checkpoint in {self.directory} '
+                           f'({need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free): free some '
+                           'space or pass another --workdir')
+    self._writing(lambda: self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_nest(named_leaves(state))),
-        run=ocp.args.JsonSave(fingerprint)))
+        run=ocp.args.JsonSave(fingerprint))))
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -188,8 +224,10 @@ class Checkpointer:
     return jax.tree.unflatten(jax.tree.structure(like), [flat[n] for n in want])
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    self._writing(self.manager.wait_until_finished)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()

@@ -5,7 +5,6 @@ it as `error: <message>` without a traceback.
 """
 from __future__ import annotations
 
-import signal
 
 
 class RunError(Exception):
@@ -34,7 +33,3 @@ class Preempted(RunError):
     self.step = step
     self.signum = signum
     self.exit_code = 128 + int(signum)
-
-  @staticmethod
-  def name(signum: int) -> str:
-    return signal.Signals(signum).name

@@ -33,6 +33,7 @@ from dlvhd_jax import model as model_lib
 from dlvhd_jax import objectives, parallel, sampling
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
+from dlvhd_jax.files import write_atomic, writing
 
 
 @struct.dataclass
@@ -162,15 +163,12 @@ class MetricsWriter:
             kept.append(line if line.endswith('\n') else line + '\n')
         except (ValueError, KeyError, TypeError):
           continue  # a line cut short by a kill
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    write_atomic(self.path, ''.join(kept))
 
   def write(self, record: dict) -> None:
     clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
              for k, v in record.items()}
-    with open(self.path, 'a') as f:
+    with writing(self.path), open(self.path, 'a') as f:
       f.write(json.dumps(clean) + '\n')
 
 

@@ -1,6 +1,7 @@
 """launch.py end to end: synthetic and real data, eval mode, exact resume after a kill."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,39 +56,66 @@ def test_real_features_tiny_run_both_methods(tmp_path, youtube_root):
 
 
 
-def test_killed_run_resumes_exactly(tmp_path):
-  args = ['--config=configs/demo.py', '--config.compare_methods=()',
-          *tiny_overrides(**{'train.num_steps': 400, 'train.checkpoint_every_steps': 20,
-                             'train.steps_per_dispatch': 1})]
-  data = tmp_path / 'data'
-  full = tmp_path / 'full'
-  proc = run_launch([*args, f'--workdir={full}', f'--config.data.root={data}'])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  # Same run again, SIGKILLed as soon as its first checkpoint is on disk.
-  killed = tmp_path / 'killed'
+def _start(args, workdir):
   env = dict(os.environ, PYTHONPATH=REPO)
-  p = subprocess.Popen([sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args,
-                        f'--workdir={killed}', f'--config.data.root={data}'], cwd=REPO, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpt_dir = killed / 'checkpoints'
-  deadline = time.time() + 300
+  return subprocess.Popen([sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args,
+                           f'--workdir={workdir}'], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path_fn, p, timeout=300):
+  deadline = time.time() + timeout
   while time.time() < deadline and p.poll() is None:
-    if ckpt_dir.is_dir() and any(d.name.isdigit() for d in ckpt_dir.iterdir()):
-      break
+    if path_fn():
+      return
     time.sleep(0.05)
+
+
+def _checkpoints(workdir):
+  d = workdir / 'checkpoints'
+  return sorted(int(x.name) for x in d.iterdir() if x.name.isdigit()) if d.is_dir() else []
+
+
+def test_killed_and_preempted_runs_resume_exactly(tmp_path):
+  """SIGKILL (resume from the last periodic checkpoint) and SIGTERM (save now, exit 143, one
+  line) both end in exactly the uninterrupted run's results, with no duplicate log lines."""
+  data = tmp_path / 'data'
+  args = ['--config=configs/demo.py', '--config.compare_methods=()', f'--config.data.root={data}',
+          *tiny_overrides(**{'train.num_steps': 300, 'train.checkpoint_every_steps': 20,
+                             'train.steps_per_dispatch': 1})]
+  full = tmp_path / 'full'
+  proc = run_launch([*args, f'--workdir={full}'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  killed = tmp_path / 'killed'
+  p = _start(args, killed)
+  _wait_for(lambda: _checkpoints(killed), p)
   p.send_signal(signal.SIGKILL)
   p.wait()
-  steps_done = sorted(int(d.name) for d in ckpt_dir.iterdir() if d.name.isdigit())
-  assert steps_done and steps_done[-1] < 400, 'the run was not interrupted before its end'
-  proc = run_launch([*args, f'--workdir={killed}', f'--config.data.root={data}'])
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _checkpoints(killed) and _checkpoints(killed)[-1] < 300, 'not interrupted before its end'
+
+  term = tmp_path / 'term'
+  p = _start([*args, '--config.train.checkpoint_every_steps=1000'], term)
+  _wait_for(lambda: (term / 'metrics.jsonl').is_file(), p)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 143, err[-3000:]
+  (line,) = [l for l in err.splitlines() if l.strip()]
+  step = int(re.fullmatch(r'preempted at step (\d+); rerun the same command to resume', line)[1])
+  assert 0 < step < 300 and _checkpoints(term) == [step], 'SIGTERM must save a checkpoint now'
+  assert not (term / 'results.json').exists()
+
   a = json.loads((full / 'results.json').read_text())
-  b = json.loads((killed / 'results.json').read_text())
-  assert b['steps'] == a['steps'] == 400
-  assert b['per_video_ap'] == a['per_video_ap']
-  sa, sb = dict(np.load(full / 'test_scores.npz')), dict(np.load(killed / 'test_scores.npz'))
-  for vid in sa:
-    np.testing.assert_array_equal(sb[vid], sa[vid])
-  # The resumed run logged only the steps after its checkpoint.
-  logged = [json.loads(x)['step'] for x in (killed / 'metrics.jsonl').read_text().splitlines()]
-  assert logged[-1] == 400
+  sa = dict(np.load(full / 'test_scores.npz'))
+  for wd, extra in ((killed, []), (term, ['--config.train.checkpoint_every_steps=1000'])):
+    proc = run_launch([*args, *extra, f'--workdir={wd}'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = json.loads((wd / 'results.json').read_text())
+    assert b['steps'] == a['steps'] == 300
+    assert b['per_video_ap'] == a['per_video_ap']
+    sb = dict(np.load(wd / 'test_scores.npz'))
+    for vid in sa:
+      np.testing.assert_array_equal(sb[vid], sa[vid])
+    # Lines past the restored step were dropped before the resumed run logged them again.
+    logged = [json.loads(x)['step'] for x in (wd / 'metrics.jsonl').read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == 300

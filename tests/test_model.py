@@ -99,3 +99,26 @@ def test_width_not_divisible_by_heads_is_a_clear_error():
   from dlvhd_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
   with pytest.raises(UserInputError, match='num_heads'):
     make(width=30)
+
+
+def test_evaluation_runs_only_the_heads_an_objective_scores_with():
+  """RevGrad's domain discriminator is a head of its model but never runs at test time."""
+  from dlvhd_jax import evaluation, methods, parallel  # pylint: disable=import-outside-toplevel
+  objective = methods.get_objective('revgrad')
+  cfg = base.get_base_config()
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads, cfg.model.head_dims = 16, 1, 2, (8,)
+  model = model_lib.build_model(cfg, 24, objective.heads, seed=0)
+  graphdef, params = nnx.split(model)
+  mesh = parallel.make_mesh()
+  x, mask = inputs()
+  args = (params, x[0], jnp.zeros((4, 7), jnp.int32), jnp.ones((4, 7), bool), jnp.zeros(4, jnp.int32))
+
+  def dots(heads):
+    fn = evaluation.make_score_fn(graphdef, heads, mesh)
+    return str(jax.make_jaxpr(fn)(*args)).count('dot_general')
+  assert objective.eval_heads == ('score',)
+  # Each head is 2 dense layers; the domain head would add its 2.
+  assert dots(('score', 'domain')) - dots(objective.eval_heads) == 2
+  out = model(x, mask, heads=('score',))
+  assert set(out) == {'score'}
+  np.testing.assert_array_equal(out['score'], model(x, mask)['score'])

@@ -51,6 +51,7 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
                   'sl__climbing', 'sl__cycling']
   # The override reached the run's config.
   cfg = json.loads((wd / 'coral+uda.coral.weight=2.0__climbing' / 'config.json').read_text())
+  cfg = cfg['history'][-1]['config']
   assert cfg['method'] == 'coral' and cfg['uda']['coral']['weight'] == 2.0
   assert cfg['data']['target_category'] == 'climbing' and cfg['train']['num_steps'] == 10
 
@@ -86,6 +87,7 @@ def test_sensitivity_sweep(tmp_path, sweep_config):
   for row in table['rows']:
     assert 0.0 < table['map'][row]['climbing'] <= 1.0
   cfg = json.loads((wd / 'dlvhd__loss.distill_weight=2.0__climbing' / 'config.json').read_text())
+  cfg = cfg['history'][-1]['config']
   assert cfg['loss']['distill_weight'] == 2.0 and cfg['method'] == 'dlvhd'
   assert (wd / 'table.png').stat().st_size > 0 and 'trade-off λ' in (wd / 'table.md').read_text()
 
@@ -93,7 +95,7 @@ def test_sensitivity_sweep(tmp_path, sweep_config):
 def test_bad_method_is_a_one_line_error(tmp_path, sweep_config):
   proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
                      '--config.sweep.methods=("sl", "nosuch")'], timeout=120)
-  assert proc.returncode == 2 and "config.method='nosuch' is unknown" in proc.stderr
+  assert proc.returncode == 2 and "config.method='nosuch' is invalid" in proc.stderr
   assert 'Traceback' not in proc.stderr
   # A bad override of any cell fails before the first run trains.
   proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
@@ -126,3 +128,33 @@ def test_specs_and_shipped_configs():
     assert kind == 'sensitivity' and cfg.sweep.param == param and len(cells) == n * len(targets)
   with pytest.raises(ValueError):
     table4.get_config('gpu')
+  # A sweep override may only set a key the config has.
+  from dlvhd_jax.errors import UserInputError
+  cfg = table4.get_config('cpu')
+  cfg.sweep.methods = ('dan:uda.dan.wieght=0.5',)
+  with pytest.raises(UserInputError, match='did you mean uda.dan.weight'):
+    sweep._cells(cfg)
+
+
+def test_a_diverged_cell_is_reported_not_scored(tmp_path, sweep_config, capfd):
+  """A cell whose training diverges gets no number: 'diverged' in the table, its reason in
+  <cell>/diverged.json, exit code 3 after the other cells ran; a rerun does not redo it."""
+  import launch  # pylint: disable=import-outside-toplevel
+  wd, data = tmp_path / 'sweep', tmp_path / 'data'
+  argv = ['launch.py', '--noprogress', *_args(sweep_config, wd, data),
+          '--config.sweep.methods=("sl", "sl:train.learning_rate=1e6")',
+          '--config.sweep.targets=("climbing",)']
+  for rerun in (False, True):
+    capfd.readouterr()
+    assert launch.main(argv) == 3
+    err = capfd.readouterr().err
+    errors = [l for l in err.splitlines() if l.startswith('error:')]
+    assert len(errors) == 1 and '1 of 2 sweep runs diverged' in errors[0], err[-2000:]
+    assert ('done before, skipped' in err) == rerun
+  cell = wd / 'sl+train.learning_rate=1e6__climbing'
+  assert 'non-finite loss at step' in json.loads((cell / 'diverged.json').read_text())['diverged']
+  assert not (cell / 'results.json').exists() and (wd / 'sl__climbing' / 'results.json').exists()
+  table = (wd / 'table.md').read_text()
+  assert 'diverged' in table and '1 run(s) diverged' in table
+  assert json.loads((wd / 'table.json').read_text())['map']['sl:train.learning_rate=1e6'][
+      'climbing'] is None
