@@ -104,7 +104,7 @@ def load_annotations(root: str) -> dict:
                          're-download or regenerate it') from None
   if not isinstance(anno, dict) or not anno:
     raise UserInputError(f'{path} must be a non-empty object {{video_id: {{"domain", "clip", '
-                         '"match", ...}}}}')
+                         '"match", ...}}')
   for vid, entry in anno.items():
     _check_entry(path, vid, entry)
   return anno

@@ -123,8 +123,8 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics}
-    # Refuse an update computed from a non-finite loss or gradient: keep the state (the
-    # select fuses into the update, so it costs no extra pass over the parameters).
+    # Refuse an update computed from a non-finite loss or gradient: keep the state (an
+    # elementwise select on the new state, no host round trip).
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for k, v in metrics.items()
                             if k.startswith('loss') or k == 'grad_norm']))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -279,15 +279,12 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
              disable=not show_progress, dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
 
-  def check_finite(host, first_step):
-    bad = first_nonfinite_loss(host)
-    if bad is not None:
-      ckpt.wait()
-      good = ckpt.latest_step()
-      where = f'step {good} in {ckpt.directory}' if good is not None else f'none in {ckpt.directory}'
-      fix = 'train.learning_rate' + (f' or {objective.weight_key}' if objective.weight_key else '')
-      raise NonFiniteError(f'non-finite loss at step {first_step + bad + 1} '
-                           f'(last good checkpoint: {where}); lower {fix}')
+  def diverged(what: str) -> NonFiniteError:
+    ckpt.wait()
+    good = ckpt.latest_step()
+    where = f'step {good} in {ckpt.directory}' if good is not None else f'none in {ckpt.directory}'
+    fix = 'train.learning_rate' + (f' or {objective.weight_key}' if objective.weight_key else '')
+    return NonFiniteError(f'{what} (last good checkpoint: {where}); lower {fix}')
 
   # 'disallow' (tests) proves the loop moves data between host and device only explicitly.
   with StopSignals() as stop, jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
@@ -306,7 +303,9 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         # The loop's only host syncs: the metrics of the interval (checked before any
         # checkpoint of these steps is written), then the state's finiteness at a save.
         host = jax.device_get(pending)
-        check_finite(host, step_last)
+        bad = first_nonfinite_loss(host)
+        if bad is not None:
+          raise diverged(f'non-finite loss at step {step_last + bad + 1}')
       if log_due:
         now = time.perf_counter()
         record = interval_record(host)
@@ -317,10 +316,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         pending, t_last, step_last = [], now, step
       if ckpt_due:
         if not bool(jax.device_get(_tree_is_finite((state.params, state.opt_state)))):
-          ckpt.wait()
-          raise NonFiniteError(f'non-finite parameters after step {step} (last good checkpoint: '
-                               f'step {ckpt.latest_step()} in {ckpt.directory}); lower '
-                               'train.learning_rate')
+          raise diverged(f'non-finite parameters after step {step}')
         ckpt.save(step, state, fingerprint)
       if stopping:
         bar.close()

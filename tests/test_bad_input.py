@@ -7,7 +7,6 @@ or field, no traceback, and nothing written into the workdir.
 """
 import json
 import os
-import sys
 
 import ml_collections
 import numpy as np

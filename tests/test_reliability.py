@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
