@@ -15,7 +15,6 @@ compute dtype on the same devices.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -24,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlvhd_jax.errors import UserInputError
-from dlvhd_jax import evaluation, methods, model as model_lib, parallel, sampling, train
+from dlvhd_jax import evaluation, files, methods, model as model_lib, parallel, sampling, train
 
 
 def measure_matmul_peak(dtype, mesh, size: int | None = None, reps: int = 10) -> float:
@@ -126,16 +125,17 @@ def run(cfg, workdir: str) -> dict:
   kinds = 3 if objective.uses_target else 1
   per_set = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
                                           tuple(m.head_dims), len(objective.heads), m.use_encoder)
-  step_flops = per_set * kinds * batch
+  r = train.num_seeds(cfg)
+  step_flops = per_set * kinds * batch * r
   peak = measure_matmul_peak(dtype, mesh)
-  params = int(sum(x.size for x in jax.tree.leaves(state.params)))
+  params = int(sum(x.size for x in jax.tree.leaves(state.params))) // r
   peak_mem, mem_src = _peak_memory(compiled)
 
   # Evaluation: windows of N segments, scored by the objective's eval heads.
   ndev = mesh.devices.size
   e = max(ndev, (int(cfg.eval.batch_size) // ndev) * ndev)
   n_windows = max(e, (int(b.eval_windows) // e) * e)
-  score_fn = evaluation.make_score_fn(graphdef, objective.eval_heads, mesh)
+  score_fn = evaluation.make_logit_fn(graphdef, objective.eval_heads, mesh, replicas=r > 1)
   feats = jax.device_put(source.features, rep)
   shard = parallel.batch_sharded(mesh)
   idx, mask, own = evaluation.window_indices(source.num_segments, n, cfg.eval.edge_rule)
@@ -151,18 +151,20 @@ def run(cfg, workdir: str) -> dict:
   eval_time = time.perf_counter() - t
   eval_flops = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
                                              tuple(m.head_dims), len(objective.heads),
-                                             m.use_encoder) / 3.0 * n_windows
+                                             m.use_encoder) / 3.0 * n_windows * r
   result = {
       'method': cfg.method,
       'step_time_s': step_time,
-      'sets_per_s': batch / step_time,
-      'segments_per_s': kinds * batch * n / step_time,
+      'num_seeds': r,
+      # Summed over the R vectorized seeds: source sets trained per second, all models.
+      'sets_per_s': batch * r / step_time,
+      'segments_per_s': kinds * batch * n * r / step_time,
       'train_tflop_per_step': step_flops / 1e12,
       'achieved_tflops': step_flops / step_time / 1e12,
       'peak_tflops': peak / 1e12,
       'mfu': step_flops / step_time / peak,
       'compile_s': compile_s,
-      'eval_windows_per_s': n_windows / eval_time,
+      'eval_windows_per_s': n_windows * r / eval_time,
       'eval_mfu': eval_flops / eval_time / peak,
       'devices': ndev,
       'platform': jax.devices()[0].platform,
@@ -180,6 +182,5 @@ def run(cfg, workdir: str) -> dict:
       'peak_memory_source': mem_src,
   }
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
-    json.dump(result, f, indent=1)
+  files.write_json(os.path.join(workdir, 'benchmark.json'), result)
   return result

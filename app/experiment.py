@@ -122,13 +122,16 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   else:
     graphdef, state = train.restore_for_eval(cfg, workdir, data.feature_dim, objective, mesh,
                                              source.num_segments, data_facts=facts)
-    record_config(workdir, cfg, mode, int(jax.device_get(state.step)))
+    record_config(workdir, cfg, mode, train.current_step(state))
   t_train = time.perf_counter() - t0
   vids = [v.vid for v in data.target_test]
+  seeds = train.seeds(cfg)
   scores = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
-                              objective.eval_heads, cfg, mesh)
-  check_scores(scores, vids, workdir)
-  results = evaluation.summarize(vids, [v.labels for v in data.target_test], scores)
+                              objective.eval_heads, cfg, mesh, replicas=len(seeds) > 1)
+  per_seed = [[s[r] for s in scores] for r in range(len(seeds))] if len(seeds) > 1 else [scores]
+  for sc in per_seed:
+    check_scores(sc, vids, workdir)
+  results = evaluation.summarize_seeds(vids, [v.labels for v in data.target_test], per_seed, seeds)
   schedule = train.make_schedule(cfg, source.num_segments)
   results.update({
       'method': cfg.method,
@@ -137,10 +140,11 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'features': cfg.data.features,
       'split': cfg.data.split,
       'edge_rule': cfg.eval.edge_rule,
-      'steps': int(jax.device_get(state.step)),
+      'seeds': seeds,
+      'steps': train.current_step(state),
       'total_steps': schedule.total_steps,
       'steps_per_epoch': schedule.steps_per_epoch,
-      'skipped_updates': int(jax.device_get(state.skipped_updates)),
+      'skipped_updates': int(np.sum(jax.device_get(state.skipped_updates))),
       'num_source_train_videos': len(data.source_train),
       'num_target_train_videos': len(data.target_train),
       'devices': jax.device_count(),
@@ -149,8 +153,10 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   })
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
+  ci = lambda k: f" ± {results[k + '_ci95']:.4f}" if results[k + '_ci95'] is not None else ''
   print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
-        f"mAP {results['map']:.4f} (UMT protocol {results['map_umt']:.4f}) over "
-        f"{results['num_test_videos']} test videos; results in {workdir}/results.json",
-        file=sys.stderr)
+        f"mAP {results['map']:.4f}{ci('map')} (UMT protocol {results['map_umt']:.4f}"
+        f"{ci('map_umt')}) over {results['num_test_videos']} test videos"
+        f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}; "
+        f"results in {workdir}/results.json", file=sys.stderr)
   return results

@@ -11,6 +11,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.name = 'run'  # default workdir: runs/<name>
   c.method = 'dlvhd'
   c.seed = 0
+  # R independently seeded models (seeds seed .. seed+R-1) trained and evaluated as one
+  # vectorized program; results.json reports their mean, spread and 95% interval.
+  c.num_seeds = 1
   c.compare_methods = ()  # several methods on the same data, one sub-workdir each
 
   c.data = ml_collections.ConfigDict()
@@ -23,6 +26,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.split = 'umt'  # umt | official | random
   c.data.split_seed = 42  # seed of the paper's 70/30 random split
   c.data.bank_dtype = 'float32'  # dtype of the device-resident feature bank
+  # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
+  # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
+  c.data.borderline_label = -1.0
 
   c.model = ml_collections.ConfigDict()
   c.model.width = -1  # -1 = feature dimension (no input projection, as the paper)

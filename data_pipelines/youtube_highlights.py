@@ -6,7 +6,9 @@
     <root>/splits/<domain>.json               the dataset authors' Trai*/Test* lists
 
 Categories are whatever `domain` values the annotation holds. Labels are the `match` values
-(1 highlight, -1 not, 0 borderline); evaluation counts `match > 0` as positive.
+(1 highlight, -1 not, 0 borderline); training reads a borderline clip as
+`data.borderline_label` (default -1, SPEC: non-highlight), evaluation counts `match > 0` as
+positive.
 """
 from __future__ import annotations
 
@@ -292,6 +294,11 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
     if not vids:
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
                            f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
+  # Borderline clips (match 0) are trained on as data.borderline_label (SPEC: non-highlight,
+  # -1); test labels stay as annotated (evaluation counts match > 0 as positive).
+  borderline = float(data_cfg.get('borderline_label', -1.0))
+  for v in source:
+    v.labels = np.where(v.labels == 0, borderline, v.labels).astype(np.float32)
   # Target training labels never reach the trainer: it learns from them only as unlabeled sets.
   for v in target:
     v.labels = np.zeros_like(v.labels)

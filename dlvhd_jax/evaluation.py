@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dlvhd_jax import parallel
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from dlvhd_jax import parallel, stats
 
 
 def window_indices(length: int, set_size: int, edge_rule: str = 'duplicate'):
@@ -37,23 +39,32 @@ def window_indices(length: int, set_size: int, edge_rule: str = 'duplicate'):
   return idx.astype(np.int32), mask, own.astype(np.int32)
 
 
-def make_score_fn(graphdef, eval_heads, mesh):
-  """-> jitted fn(params, features [S, D], index [E, N], mask [E, N], own [E]) -> scores [E]."""
+def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False):
+  """-> jitted fn(params, features [S, D], index [E, N], mask [E, N], own [E]) -> each
+  window's own segment's logits [E, H] under the H = len(eval_heads) heads ([R, E, H] when
+  `replicas`: params with a leading axis of R independently trained models)."""
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-  def score(params, features, index, mask, own):
+  def logits(params, features, index, mask, own):
     model = nnx.merge(graphdef, params)
+    h = model.encode(features[index], mask, None)
     # Only the heads the objective scores with run (e.g. not RevGrad's domain head).
-    out = model(features[index], mask, heads=eval_heads)
-    s = jnp.mean(jnp.stack([out[h] for h in eval_heads]), axis=0)
-    return jnp.take_along_axis(s, own[:, None], axis=1)[:, 0]
+    out = model.logits(h, None, eval_heads)
+    x = jnp.stack([out[name] for name in eval_heads], axis=-1)  # [E, N, H]
+    return jnp.take_along_axis(x, own[:, None, None], axis=1)[:, 0]
 
-  return jax.jit(score, in_shardings=(rep, rep, shard, shard, shard), out_shardings=shard)
+  if replicas:
+    fn = jax.vmap(logits, in_axes=(0, None, None, None, None))
+    out = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
+  else:
+    fn, out = logits, shard
+  return jax.jit(fn, in_shardings=(rep, rep, shard, shard, shard), out_shardings=out)
 
 
 def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg, mesh,
-            score_fn=None) -> list[np.ndarray]:
-  """Scores every segment of every video: list of [T_v, D] -> list of [T_v] float32."""
+            replicas: bool = False, logit_fn=None) -> list[np.ndarray]:
+  """Scores every segment of every video: list of [T_v, D] -> list of [T_v] float64 scores
+  in (-1, 1) ([R, T_v] when `replicas`)."""
   n = cfg.sampling.set_size
   lengths = [len(f) for f in videos_features]
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -69,16 +80,17 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
   index = np.concatenate([index, np.repeat(index[:1], pad, 0)])
   mask = np.concatenate([mask, np.repeat(mask[:1], pad, 0)])
   own = np.concatenate([own, np.repeat(own[:1], pad, 0)])
-  dtype = np.float32
-  features = jax.device_put(np.concatenate(videos_features).astype(dtype), parallel.replicated(mesh))
-  score_fn = score_fn or make_score_fn(graphdef, tuple(eval_heads), mesh)
+  features = jax.device_put(np.concatenate(videos_features).astype(np.float32),
+                            parallel.replicated(mesh))
+  logit_fn = logit_fn or make_logit_fn(graphdef, tuple(eval_heads), mesh, replicas)
   shard = parallel.batch_sharded(mesh)
   outs = []
   for i in range(0, len(index), chunk):
     args = [jax.device_put(a[i:i + chunk], shard) for a in (index, mask, own)]
-    outs.append(score_fn(params, features, *args))
-  scores = np.concatenate(jax.device_get(outs))[:total]
-  return [scores[s0:s0 + L] for s0, L in zip(starts, lengths)]
+    outs.append(logit_fn(params, features, *args))
+  logits = np.concatenate(jax.device_get(outs), axis=-2)[..., :total, :]
+  scores = scores_from_logits(logits)  # [(R,) E]
+  return [scores[..., s0:s0 + L] for s0, L in zip(starts, lengths)]
 
 
 def _check_finite(scores) -> None:
@@ -106,16 +118,51 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def average_precision_umt(labels: np.ndarray, scores: np.ndarray) -> float:
   """UMT's YouTube Highlights protocol: trapezoid rule over the ranking (precision 1 at
-  recall 0), positives `labels > 0`, AP 0 when the video has no positive."""
+  recall 0), positives `labels > 0`, AP 0 when the video has no positive.
+
+  UMT's loop walks a sorted list, so tied scores would be ranked by their position in the
+  video (a constant-score model would score differently on a video and on its reverse).
+  Here tied segments count in expectation over every order of the tie: within a group of m
+  tied segments holding a positives, the segment at the group's i-th place is positive with
+  probability a/m and, given that, has h0 + (i-1)(a-1)/(m-1) positives ranked before it.
+  Without ties this is exactly UMT's number.
+  """
   _check_finite(scores)
   y = np.asarray(labels) > 0
-  if not y.any():
+  num_pos = int(y.sum())
+  if not num_pos:
     return 0.0
   order = np.argsort(-np.asarray(scores, np.float64), kind='stable')
-  hits = np.cumsum(y[order])
-  recall = np.r_[0.0, hits / y.sum()]
-  precision = np.r_[1.0, hits / np.arange(1, len(y) + 1)]
-  return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
+  s, y = np.asarray(scores, np.float64)[order], y[order].astype(np.float64)
+  n = len(s)
+  group = np.r_[0, np.cumsum(np.diff(s) != 0)]  # [n] tie-group id of each rank
+  start = np.r_[0, np.nonzero(np.diff(s))[0] + 1]  # [G] first rank of each group
+  size = np.diff(np.r_[start, n])  # m
+  pos = np.add.reduceat(y, start)  # a
+  before = np.r_[0, np.cumsum(pos)[:-1]]  # h0: positives in the groups ranked above
+  g = group
+  i = np.arange(n) - start[g] + 1  # place within the group, 1-based
+  j = np.arange(1, n + 1)  # rank, 1-based
+  hits_before = before[g] + (i - 1) * (pos[g] - 1) / np.maximum(size[g] - 1, 1)
+  prec_before = np.where(j == 1, 1.0, hits_before / np.maximum(j - 1, 1))
+  # Each positive adds recall 1/P times the mean of the precisions at its rank and the rank above.
+  return float(np.sum(pos[g] / size[g] * ((hits_before + 1) / j + prec_before)) / (2 * num_pos))
+
+
+def scores_from_logits(logits: np.ndarray) -> np.ndarray:
+  """[..., H] heads' logits (float32) -> [...] test scores: the heads' mean of 2*sigmoid - 1,
+  computed in float64 so that large logits keep their order (in float32 2*sigmoid(x) - 1
+  rounds to exactly 1 for x > 17 and whole videos would tie)."""
+  return np.mean(np.tanh(0.5 * np.asarray(logits, np.float64)), axis=-1)
+
+
+def count_ties(scores: list[np.ndarray]) -> int:
+  """Segments whose score equals another segment's score in the same video: [T_v] each."""
+  total = 0
+  for s in scores:
+    _, counts = np.unique(np.asarray(s), return_counts=True)
+    total += int(counts[counts > 1].sum())
+  return total
 
 
 def summarize(vids: list[str], labels: list[np.ndarray], scores: list[np.ndarray]) -> dict:
@@ -131,3 +178,37 @@ def summarize(vids: list[str], labels: list[np.ndarray], scores: list[np.ndarray
       'per_video_ap': {v: (None if np.isnan(a) else a) for v, a in ap.items()},
       'per_video_ap_umt': ap_umt,
   }
+
+
+def summarize_seeds(vids: list[str], labels: list[np.ndarray], scores_per_seed, seeds) -> dict:
+  """Results of R independently seeded models on the same test videos.
+
+  scores_per_seed: R lists of [T_v] scores. `map` / `map_umt` are means over seeds, with
+  `*_std` (ddof 1) and `*_ci95` (half-width of the 95% t interval; None for one seed);
+  `per_video_ap(_umt)` are per-video means over seeds; `per_seed` keeps each seed's numbers.
+  """
+  runs = [summarize(vids, labels, sc) for sc in scores_per_seed]
+  out = {}
+  for metric in ('map', 'map_umt'):
+    m = stats.mean_ci([r[metric] for r in runs])
+    out.update({metric: m['mean'], f'{metric}_std': m['std'], f'{metric}_ci95': m['ci95']})
+  per_video = {}
+  for key in ('per_video_ap', 'per_video_ap_umt'):
+    per_video[key] = {}
+    for v in vids:
+      vals = [r[key][v] for r in runs if r[key][v] is not None]
+      per_video[key][v] = float(np.mean(vals)) if vals else None
+  ties = [count_ties(sc) for sc in scores_per_seed]
+  out.update({
+      'num_seeds': len(runs),
+      'num_test_videos': len(vids),
+      'num_videos_with_positive': runs[0]['num_videos_with_positive'],
+      'num_test_segments': int(sum(len(y) for y in labels)),
+      'tied_test_segments': max(ties),
+      **per_video,
+      'per_seed': [{'seed': int(seed), 'map': r['map'], 'map_umt': r['map_umt'],
+                    'tied_test_segments': t, 'per_video_ap': r['per_video_ap'],
+                    'per_video_ap_umt': r['per_video_ap_umt']}
+                   for seed, r, t in zip(seeds, runs, ties)],
+  })
+  return out

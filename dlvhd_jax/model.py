@@ -146,15 +146,20 @@ class HighlightModel(nnx.Module):
       return x.astype(self.dtype)
     return self.encoder(x, mask, key)
 
-  def score(self, h: jax.Array, key: jax.Array | None,
-            heads: Sequence[str] | None = None) -> dict[str, jax.Array]:
-    """h: [B, N, W] -> {head name: scores [B, N] in (-1, 1)} for `heads` (default: all).
+  def logits(self, h: jax.Array, key: jax.Array | None,
+             heads: Sequence[str] | None = None) -> dict[str, jax.Array]:
+    """h: [B, N, W] -> {head name: logits [B, N] float32} for `heads` (default: all).
 
     A head's dropout key depends on its place among all heads, not among those asked for.
     """
     names = sorted(self.heads.keys())
     wanted = names if heads is None else heads
-    return {name: self.heads[name](h, _fold(key, names.index(name))) for name in wanted}
+    return {name: self.heads[name].logits(h, _fold(key, names.index(name))) for name in wanted}
+
+  def score(self, h: jax.Array, key: jax.Array | None,
+            heads: Sequence[str] | None = None) -> dict[str, jax.Array]:
+    """h: [B, N, W] -> {head name: scores 2 sigmoid(logit) - 1 in (-1, 1), [B, N]}."""
+    return {name: 2.0 * jax.nn.sigmoid(x) - 1.0 for name, x in self.logits(h, key, heads).items()}
 
   def __call__(self, x, mask, key=None, heads: Sequence[str] | None = None):
     k_enc, k_head = (None, None) if key is None else tuple(jax.random.split(key))

@@ -75,13 +75,36 @@ def make_optimizer(cfg, schedule: Schedule):
   return tx, lr
 
 
+def num_seeds(cfg) -> int:
+  """R: how many independently seeded models one run trains (config.num_seeds)."""
+  return max(1, int(cfg.get('num_seeds', 1) or 1))
+
+
+def seeds(cfg) -> list[int]:
+  return [int(cfg.seed) + r for r in range(num_seeds(cfg))]
+
+
 def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
-  """-> (graphdef, replicated TrainState)."""
-  model = model_lib.build_model(cfg, in_dim, objective.heads, cfg.seed)
-  graphdef, params = nnx.split(model)
-  state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                     jax.random.key_data(jax.random.key(cfg.seed + 1)), jnp.zeros((), jnp.int32))
+  """-> (graphdef, replicated TrainState).
+
+  With config.num_seeds = R > 1 every leaf gets a leading axis of R: replica r holds exactly
+  the state a standalone run with seed + r starts from (its parameters and its PRNG key).
+  """
+  def one(seed):
+    graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, seed))
+    return graphdef, TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
+                                jax.random.key_data(jax.random.key(seed + 1)),
+                                jnp.zeros((), jnp.int32))
+  parts = [one(s) for s in seeds(cfg)]
+  graphdef, state = parts[0]
+  if len(parts) > 1:
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[1] for p in parts])
   return graphdef, jax.device_put(state, parallel.replicated(mesh))
+
+
+def current_step(state: TrainState) -> int:
+  """The state's step (replicas advance together)."""
+  return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
 def draw_batch(key, source: sampling.SegmentBank, target: sampling.SegmentBank | None, cfg,
@@ -104,7 +127,8 @@ def draw_batch(key, source: sampling.SegmentBank, target: sampling.SegmentBank |
 
 def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, mesh,
                     batch: int, steps_per_dispatch: int = 1, total_steps: int | None = None):
-  """-> jitted fn(state, source_bank, target_bank) -> (state, metrics {name: [K]})."""
+  """-> jitted fn(state, source_bank, target_bank) -> (state, metrics {name: [K]} or
+  [K, R] for R seeds)."""
   parallel.check_batch(batch, mesh, 'train.batch_size')
 
   def one_step(state: TrainState, banks):
@@ -135,8 +159,11 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1,
                          skipped_updates=state.skipped_updates + skipped), metrics
 
+  # R seeds: the same step vmapped over the replicas' states; the banks are shared.
+  step_fn = jax.vmap(one_step, in_axes=(0, None)) if num_seeds(cfg) > 1 else one_step
+
   def multi_step(state, source, target):
-    return jax.lax.scan(lambda s, _: one_step(s, (source, target)), state, None,
+    return jax.lax.scan(lambda s, _: step_fn(s, (source, target)), state, None,
                         length=steps_per_dispatch)
 
   rep = parallel.replicated(mesh)
@@ -207,19 +234,24 @@ def _tree_is_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def first_nonfinite_loss(host_metrics: list[dict]) -> int | None:
-  """Index (in steps) of the first step whose loss terms are not finite, or None."""
+def _per_step(host_metrics: list[dict], name: str) -> np.ndarray:
+  """[steps, R] (R = 1 without seeds) of one metric over the interval's dispatches."""
+  return np.concatenate([np.reshape(m[name], (np.shape(m[name])[0], -1)) for m in host_metrics])
+
+
+def first_nonfinite_loss(host_metrics: list[dict]) -> tuple[int, int] | None:
+  """(step index in the interval, replica) of the first non-finite loss term, or None."""
   names = [k for k in host_metrics[0] if k.startswith('loss')]
-  losses = np.stack([np.concatenate([np.atleast_1d(m[k]) for m in host_metrics]) for k in names])
-  bad = np.nonzero(~np.all(np.isfinite(losses), axis=0))[0]
-  return int(bad[0]) if len(bad) else None
+  finite = np.all(np.stack([np.isfinite(_per_step(host_metrics, k)) for k in names]), axis=0)
+  bad = np.argwhere(~finite)
+  return (int(bad[0][0]), int(bad[0][1])) if len(bad) else None
 
 
 def interval_record(host_metrics: list[dict]) -> dict:
-  """Means over the interval's steps; `skipped_updates` is a count (sum)."""
+  """Means over the interval's steps (and seeds); `skipped_updates` is a count (sum)."""
   record = {}
   for name in host_metrics[0]:
-    vals = np.concatenate([np.atleast_1d(m[name]) for m in host_metrics])
+    vals = _per_step(host_metrics, name)
     record[name] = int(vals.sum()) if name == 'skipped_updates' else float(np.mean(vals))
   return record
 
@@ -244,7 +276,7 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
     if ckpt.latest_step() is not None:
       ckpt.check_run(fingerprint)
       state = ckpt.restore(state)
-    start = int(jax.device_get(state.step))
+    start = current_step(state)
     writer = MetricsWriter(workdir)
     writer.truncate_after(start)
     if on_start is not None:
@@ -271,7 +303,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
   make_step = lambda n: make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh,
                                         cfg.train.batch_size, n, schedule.total_steps)
   steps = {k: make_step(k)}
-  step = int(jax.device_get(state.step))
+  step = current_step(state)
   total = schedule.total_steps
   log_every = max(1, int(cfg.train.log_every_steps))
   ckpt_every = max(1, int(cfg.train.checkpoint_every_steps))
@@ -305,7 +337,8 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         host = jax.device_get(pending)
         bad = first_nonfinite_loss(host)
         if bad is not None:
-          raise diverged(f'non-finite loss at step {step_last + bad + 1}')
+          where = f' (seed {seeds(cfg)[bad[1]]})' if num_seeds(cfg) > 1 else ''
+          raise diverged(f'non-finite loss at step {step_last + bad[0] + 1}{where}')
       if log_due:
         now = time.perf_counter()
         record = interval_record(host)

@@ -1,7 +1,9 @@
-"""Runs a few DL-VHD train steps on every visible device and saves loss + params.
+"""Runs a few train steps on every visible device and saves loss + params.
 
-Used by test_parallel.py in subprocesses with different fake device counts
-(XLA_FLAGS=--xla_force_host_platform_device_count=N must be set before jax starts).
+Used by test_parallel.py / test_seeds.py in subprocesses with different fake device counts
+(XLA_FLAGS=--xla_force_host_platform_device_count=N must be set before jax starts):
+  step_probe.py OUT METHOD STEPS_PER_DISPATCH     one run
+  step_probe.py OUT METHOD seeds                  R = 3 vectorized seeds vs 3 standalone runs
 """
 import os
 import sys
@@ -46,5 +48,61 @@ def main(out_path: str, method: str, steps_per_dispatch: int):
            **{f'p{i}': x for i, x in enumerate(leaves)})
 
 
+def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5) -> dict:
+  """Trains R vectorized seeds and R standalone runs (seed + r) for 4 steps, then scores a
+  few videos with both; -> {'losses': ([4, R], [4, R]), 'params': [(vec, alone), ...],
+  'scores': ([R, T], [R, T])}."""
+  from dlvhd_jax import evaluation  # pylint: disable=import-outside-toplevel
+  cfg = base.get_base_config()
+  cfg.method = method
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads = 16, 1, 2
+  cfg.model.head_dims = (8,)
+  cfg.model.dropout = 0.2
+  cfg.train.batch_size = 8
+  cfg.train.learning_rate = 0.1
+  cfg.sampling.set_size = 6
+  cfg.eval.batch_size = 16
+  rng = np.random.RandomState(0)
+  lengths = [4, 9, 15, 7, 30]
+  feats = [rng.randn(L, 12).astype(np.float32) for L in lengths]
+  labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
+  source = sampling.make_bank(feats, labels)
+  target = sampling.make_bank([f + 0.5 for f in feats], None)
+  objective = methods.get_objective(method)
+  mesh = parallel.make_mesh()
+  rep = parallel.replicated(mesh)
+  src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
+
+  def run(r_seeds, seed_):
+    c = cfg.copy_and_resolve_references()
+    c.num_seeds, c.seed = r_seeds, seed_
+    schedule = train.make_schedule(c, source.num_segments)
+    tx, lr_fn = train.make_optimizer(c, schedule)
+    graphdef, state = train.init_state(c, 12, objective, tx, mesh)
+    step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
+    losses = []
+    for _ in range(2):
+      state, metrics = step(state, src, tgt)
+      losses.append(np.reshape(jax.device_get(metrics['loss']), (2, -1)))
+    scores = evaluation.predict(graphdef, state.params, feats[2:4], objective.eval_heads, c, mesh,
+                                replicas=r_seeds > 1)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+    return np.concatenate(losses), leaves, np.concatenate(scores, axis=-1)
+
+  vec_losses, vec_params, vec_scores = run(num_seeds, seed)
+  alone = [run(1, seed + r) for r in range(num_seeds)]
+  return {'losses': (vec_losses, np.concatenate([a[0] for a in alone], axis=1)),
+          'params': [(v, np.stack([a[1][i] for a in alone])) for i, v in enumerate(vec_params)],
+          'scores': (vec_scores, np.stack([a[2] for a in alone]))}
+
+
 if __name__ == '__main__':
-  main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+  if sys.argv[3] == 'seeds':
+    got = seeds_vs_standalone(sys.argv[2])
+    np.savez(sys.argv[1], devices=jax.device_count(), vec_losses=got['losses'][0],
+             alone_losses=got['losses'][1], vec_scores=got['scores'][0],
+             alone_scores=got['scores'][1],
+             **{f'v{i}': v for i, (v, _) in enumerate(got['params'])},
+             **{f'a{i}': a for i, (_, a) in enumerate(got['params'])})
+  else:
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -74,3 +74,52 @@ def test_shrink_windows_mask_out_of_video_positions():
   short_idx, short_mask, short_own = evaluation.window_indices(3, 20, 'shrink')
   assert short_mask.sum(1).tolist() == [3, 3, 3]
   assert short_own.tolist() == [0, 1, 2]
+
+
+def _umt_expected_over_tie_orders(labels, scores, samples=None):
+  """Mean of UMT's loop over every order of the tied segments (exhaustive for small videos)."""
+  import itertools  # pylint: disable=import-outside-toplevel
+  groups = {}
+  for i, s in enumerate(scores):
+    groups.setdefault(s, []).append(i)
+  keys = sorted(groups, reverse=True)
+  perms = [list(itertools.permutations(groups[k])) for k in keys]
+  vals = []
+  for combo in itertools.product(*perms):
+    order = [i for block in combo for i in block]
+    # Distinct, decreasing scores that realize this order exactly.
+    fake = np.empty(len(scores))
+    fake[order] = -np.arange(len(scores), dtype=float)
+    vals.append(umt_reference(labels, fake))
+  return float(np.mean(vals))
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_umt_ap_counts_ties_in_expectation_and_ignores_segment_order(seed):
+  rng = np.random.RandomState(seed)
+  labels = rng.choice([-1, 0, 1], size=7)
+  labels[rng.randint(7)] = 1
+  scores = rng.choice([0.1, 0.5, 0.9], size=7)  # many ties
+  got = evaluation.average_precision_umt(labels, scores)
+  assert got == pytest.approx(_umt_expected_over_tie_orders(labels, scores), abs=1e-12)
+  # A video and its reverse give the same AP in both protocols.
+  assert evaluation.average_precision_umt(labels[::-1], scores[::-1]) == pytest.approx(got)
+  assert evaluation.average_precision(labels[::-1], scores[::-1]) == pytest.approx(
+      evaluation.average_precision(labels, scores))
+
+
+def test_constant_scores_get_the_random_ranking_expectation():
+  labels = np.array([1, 1, -1, -1, -1, 0, -1, -1])
+  const = np.zeros(8)
+  want = _umt_expected_over_tie_orders(labels, const)
+  assert evaluation.average_precision_umt(labels, const) == pytest.approx(want)
+  assert evaluation.average_precision_umt(labels[::-1], const) == pytest.approx(want)
+
+
+def test_scores_keep_their_order_where_float32_saturates():
+  logits = np.array([[20.0], [25.0], [30.0], [-21.0], [-26.0]], np.float32)
+  f32 = 2.0 * (1.0 / (1.0 + np.exp(-logits[:, 0]))) - 1.0
+  assert len(np.unique(f32.astype(np.float32))) < 5  # the float32 form ties
+  s = evaluation.scores_from_logits(logits)
+  assert len(np.unique(s)) == 5 and (np.argsort(s) == np.argsort(logits[:, 0])).all()
+  assert evaluation.count_ties([np.array([0.1, 0.1, 0.3]), np.array([1.0, 2.0])]) == 2

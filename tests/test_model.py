@@ -114,7 +114,7 @@ def test_evaluation_runs_only_the_heads_an_objective_scores_with():
   args = (params, x[0], jnp.zeros((4, 7), jnp.int32), jnp.ones((4, 7), bool), jnp.zeros(4, jnp.int32))
 
   def dots(heads):
-    fn = evaluation.make_score_fn(graphdef, heads, mesh)
+    fn = evaluation.make_logit_fn(graphdef, heads, mesh)
     return str(jax.make_jaxpr(fn)(*args)).count('dot_general')
   assert objective.eval_heads == ('score',)
   # Each head is 2 dense layers; the domain head would add its 2.

@@ -41,8 +41,10 @@ def _args(config, workdir, data):
 
 
 def test_methods_table_and_resume(tmp_path, sweep_config):
+  """Two seeds per cell (one vectorized program each): intervals, the paired comparison
+  with source-only, and bold only where a row is significantly best."""
   wd, data = tmp_path / 'sweep', tmp_path / 'data'
-  proc = run_launch(_args(sweep_config, wd, data), timeout=300)
+  proc = run_launch([*_args(sweep_config, wd, data), '--config.num_seeds=2'], timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ('table.md', 'table.json', 'table.png'):
     assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
@@ -62,10 +64,26 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
     vals = table['map'][row]
     assert all(0.0 < vals[t] <= 1.0 for t in table['targets'])
     assert abs(vals['Average'] - (vals['climbing'] + vals['cycling']) / 2) < 1e-12
+    for t in table['targets']:
+      res = json.loads((wd / table['runs'][row][t]['workdir'] / 'results.json').read_text())
+      assert res['num_seeds'] == 2 and [p['seed'] for p in res['per_seed']] == [0, 1]
+      assert table['map_ci95'][row][t] == pytest.approx(res['map_ci95']) and res['map_ci95'] > 0
+    assert table['map_ci95'][row]['Average'] is not None
   assert table['paper']['sl']['Average'] == 0.375
+  assert table['reference'] == 'sl'
+  diff = table['map_vs_source_only']['coral:uda.coral.weight=2.0']
+  for c in ('climbing', 'cycling', 'Average'):
+    d = diff[c]
+    assert d['lo'] <= d['diff'] <= d['hi']
+  assert diff['climbing']['diff'] == pytest.approx(
+      table['map']['coral:uda.coral.weight=2.0']['climbing'] - table['map']['sl']['climbing'],
+      abs=0.05)
   md = (wd / 'table.md').read_text()
-  assert '# tiny sweep' in md and '| Source-only |' in md and '(0.500)' in md and '**' in md
-  assert '→climbing' in md and 'Average' in md
+  assert '# tiny sweep' in md and '| Source-only |' in md and '(0.500)' in md and ' ± ' in md
+  assert '→climbing' in md and 'Average' in md and 'Difference to Source-only' in md
+  # Bold exactly where table.json names a significantly best row.
+  best = [b for b in table['map_best'].values() if b] + [b for b in table['map_umt_best'].values() if b]
+  assert md.count('**') == 2 * len(best)
 
   # Rerun: every cell is read back, nothing trains again.
   stamps = {p: os.path.getmtime(wd / p / 'results.json') for p in runs}

@@ -1,0 +1,91 @@
+"""config.num_seeds = R: R models in one compiled program, each equal to its standalone run,
+and the statistics over seeds (t intervals, paired bootstrap)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from conftest import REPO
+from dlvhd_jax import evaluation, stats
+
+sys.path.insert(0, os.path.join(REPO, 'tests'))
+import step_probe  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _assert_same(got):
+  vec, alone = got['losses']
+  assert vec.shape == alone.shape == (4, 3)
+  assert np.ptp(alone) > 1e-6  # the runs train, and the seeds differ
+  np.testing.assert_allclose(vec, alone, rtol=2e-5, atol=1e-6)
+  for v, a in got['params']:
+    np.testing.assert_allclose(v, a, rtol=1e-4, atol=1e-5)
+  vs, as_ = got['scores']
+  assert vs.shape == as_.shape and vs.shape[0] == 3
+  np.testing.assert_allclose(vs, as_, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('method', ['sl', 'dlvhd', 'mcd'])
+def test_each_vectorized_seed_equals_its_standalone_run(method):
+  """Same initialization, sampled sets and dropout: replica r is the run with seed + r."""
+  _assert_same(step_probe.seeds_vs_standalone(method))
+
+
+@pytest.mark.parametrize('method', ['dlvhd', 'mcd'])
+def test_vectorized_seeds_on_eight_devices(tmp_path, method):
+  out = tmp_path / f'{method}.npz'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, step_probe.__file__, str(out), method, 'seeds'],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  z = dict(np.load(out))
+  assert int(z['devices']) == 8
+  n = len([k for k in z if k.startswith('v') and k[1:].isdigit()])
+  _assert_same({'losses': (z['vec_losses'], z['alone_losses']),
+                'params': [(z[f'v{i}'], z[f'a{i}']) for i in range(n)],
+                'scores': (z['vec_scores'], z['alone_scores'])})
+
+
+def test_t_quantiles_match_scipy():
+  for df in (1, 2, 4, 9, 29, 30, 31, 50, 200, 10 ** 5):
+    assert stats.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-6)
+  m = stats.mean_ci([0.6, 0.7, 0.65, 0.8, 0.55])
+  want = scipy_stats.t.interval(0.95, 4, loc=np.mean([0.6, 0.7, 0.65, 0.8, 0.55]),
+                                scale=scipy_stats.sem([0.6, 0.7, 0.65, 0.8, 0.55]))
+  assert m['mean'] - m['ci95'] == pytest.approx(want[0]) and m['mean'] + m['ci95'] == pytest.approx(want[1])
+  assert stats.mean_ci([0.5])['ci95'] is None
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
+  rng = np.random.RandomState(0)
+  base = rng.rand(5, 40)
+  better = base + 0.05 + 0.01 * rng.randn(5, 40)
+  d = stats.paired_bootstrap([(better, base)])
+  assert 0.04 < d['diff'] < 0.06 and d['lo'] > 0 and d['p_le_0'] == 0.0
+  same = stats.paired_bootstrap([(base + 0.02 * rng.randn(5, 40), base)])
+  assert same['lo'] < 0 < same['hi']
+  # Two targets: the difference is the mean of the targets' differences.
+  other = rng.rand(5, 30)
+  two = stats.paired_bootstrap([(better, base), (other - 0.01, other)])
+  assert two['diff'] == pytest.approx((np.mean(better - base) - 0.01) / 2)
+  # NaN videos (no positive) are left out of both.
+  nan = base.copy()
+  nan[:, 0] = np.nan
+  assert np.isfinite(stats.paired_bootstrap([(better, nan)])['diff'])
+
+
+def test_summary_over_seeds():
+  vids = ['a', 'b']
+  labels = [np.array([1, -1, -1, 1]), np.array([-1, 1, -1])]
+  per_seed = [[np.array([0.9, 0.1, 0.2, 0.8]), np.array([0.1, 0.9, 0.3])],
+              [np.array([0.1, 0.9, 0.2, 0.8]), np.array([0.9, 0.1, 0.3])]]
+  res = evaluation.summarize_seeds(vids, labels, per_seed, [3, 4])
+  maps = [evaluation.summarize(vids, labels, s)['map'] for s in per_seed]
+  assert res['map'] == pytest.approx(np.mean(maps)) and res['num_seeds'] == 2
+  assert res['map_std'] == pytest.approx(np.std(maps, ddof=1))
+  assert res['map_ci95'] == pytest.approx(12.706205 * np.std(maps, ddof=1) / np.sqrt(2))
+  assert [p['seed'] for p in res['per_seed']] == [3, 4]
+  assert res['per_seed'][1]['map'] == pytest.approx(maps[1])
