@@ -56,6 +56,7 @@ RULES: dict[str, Rule] = {
     'data.split_seed': int_at_least(0),
     'data.bank_dtype': one_of(*BANK_DTYPES),
     'data.borderline_label': number_in(-1.0, 1.0),
+    'data.val_fraction': number_in(0.0, 1.0, hi_open=True),
     'model.width': ((lambda v: _is_int(v) and (v == -1 or v >= 1)),
                     'an integer >= 1, or -1 for the feature dimension'),
     'model.depth': int_at_least(1),
@@ -97,6 +98,8 @@ RULES: dict[str, Rule] = {
                                    'disallow_explicit'),
     'eval.edge_rule': one_of('duplicate', 'shrink'),
     'eval.batch_size': int_at_least(1),
+    'eval.every_steps': int_at_least(0),
+    'train.select': one_of('last', 'best_source_val'),
 }
 
 
@@ -109,6 +112,11 @@ def validate(cfg) -> None:
   if flat.get('train.num_steps', 0) == 0 and flat.get('train.num_epochs', 1) == 0:
     raise UserInputError('config.train.num_epochs=0 with train.num_steps=0 trains nothing: set '
                          'one of them > 0')
+  if flat.get('train.select') == 'best_source_val' and not (
+      flat.get('data.val_fraction', 0) > 0 and flat.get('eval.every_steps', 0) > 0):
+    raise UserInputError('config.train.select=best_source_val needs source validation videos '
+                         'and evaluations: set data.val_fraction > 0 (e.g. 0.2) and '
+                         'eval.every_steps > 0')
   width, heads = flat.get('model.width', -1), flat.get('model.num_heads', 1)
   if width > 0 and width % heads:
     raise UserInputError(f'config.model.width={width} is not divisible by '

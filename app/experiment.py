@@ -105,6 +105,29 @@ def check_scores(scores: list[np.ndarray], vids: list[str], workdir: str) -> Non
                          'train.learning_rate')
 
 
+def validator_factory(cfg, objective, mesh, videos):
+  """-> make_validator(graphdef) for train.fit: source-validation mAP per seed (the
+  published-code AP over the held-out source videos; -inf for a seed with NaN scores), or
+  None without validation videos or evaluations."""
+  if not videos or int(cfg.eval.get('every_steps', 0)) <= 0:
+    return None
+  replicas = train.num_seeds(cfg) > 1
+  feats, labels = [v.features for v in videos], [v.labels for v in videos]
+  vids = [v.vid for v in videos]
+
+  def make_validator(graphdef):
+    logit_fn = evaluation.make_logit_fn(graphdef, tuple(objective.eval_heads), mesh, replicas)
+
+    def validate(params):
+      scores = evaluation.predict(graphdef, params, feats, objective.eval_heads, cfg, mesh,
+                                  replicas=replicas, logit_fn=logit_fn)
+      per_seed = [[s[r] for s in scores] for r in range(train.num_seeds(cfg))] if replicas else [scores]
+      return np.array([evaluation.summarize(vids, labels, sc)['map']
+                       if all(np.isfinite(x).all() for x in sc) else -np.inf for sc in per_seed])
+    return validate
+  return make_validator
+
+
 def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> dict:
   """Trains (mode 'train', resuming from the latest checkpoint) or restores (mode 'eval'),
   then evaluates on the target test videos and writes <workdir>/results.json."""
@@ -118,7 +141,8 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
     graphdef, state = train.fit(
         cfg, workdir, source, target, objective, mesh, in_dim=data.feature_dim,
         show_progress=show_progress, data_facts=facts,
-        on_start=lambda step: record_config(workdir, cfg, mode, step))
+        on_start=lambda step: record_config(workdir, cfg, mode, step),
+        make_validator=validator_factory(cfg, objective, mesh, data.source_val))
   else:
     graphdef, state = train.restore_for_eval(cfg, workdir, data.feature_dim, objective, mesh,
                                              source.num_segments, data_facts=facts)
@@ -126,8 +150,9 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   t_train = time.perf_counter() - t0
   vids = [v.vid for v in data.target_test]
   seeds = train.seeds(cfg)
-  scores = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
-                              objective.eval_heads, cfg, mesh, replicas=len(seeds) > 1)
+  scores = evaluation.predict(graphdef, train.eval_params(cfg, state),
+                              [v.features for v in data.target_test], objective.eval_heads, cfg,
+                              mesh, replicas=len(seeds) > 1)
   per_seed = [[s[r] for s in scores] for r in range(len(seeds))] if len(seeds) > 1 else [scores]
   for sc in per_seed:
     check_scores(sc, vids, workdir)
@@ -145,6 +170,12 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'total_steps': schedule.total_steps,
       'steps_per_epoch': schedule.steps_per_epoch,
       'skipped_updates': int(np.sum(jax.device_get(state.skipped_updates))),
+      'select': cfg.train.get('select', 'last'),
+      'selected_steps': (np.asarray(jax.device_get(state.best_step)).reshape(-1).tolist()
+                         if train.selects_best(cfg) else None),
+      'source_val_map': (np.asarray(jax.device_get(state.best_val)).reshape(-1).tolist()
+                         if train.selects_best(cfg) else None),
+      'num_source_val_videos': len(data.source_val),
       'num_source_train_videos': len(data.source_train),
       'num_target_train_videos': len(data.target_train),
       'devices': jax.device_count(),

@@ -29,6 +29,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
   # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
   c.data.borderline_label = -1.0
+  # Share of the source category's training videos held out as source validation for
+  # label-free model selection (eval.every_steps, train.select); 0 = the paper (none).
+  c.data.val_fraction = 0.0
 
   c.model = ml_collections.ConfigDict()
   c.model.width = -1  # -1 = feature dimension (no input projection, as the paper)
@@ -73,10 +76,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 1000
   c.train.max_checkpoints = 2
   c.train.transfer_guard = 'allow'  # 'disallow': fail on any implicit host<->device copy in the loop
+  # last: evaluate the final parameters (paper); best_source_val: per seed, the parameters
+  # of the evaluation step with the best source-validation mAP (needs data.val_fraction > 0
+  # and eval.every_steps > 0). Target labels are never used to choose anything.
+  c.train.select = 'last'
 
   c.eval = ml_collections.ConfigDict()
   c.eval.edge_rule = 'duplicate'  # duplicate (paper) | shrink (published code)
   c.eval.batch_size = 1024  # windows per compiled call
+  c.eval.every_steps = 0  # > 0: source-validation mAP every this many steps (metrics.jsonl)
 
   c.benchmark = ml_collections.ConfigDict()
   c.benchmark.num_steps = 10

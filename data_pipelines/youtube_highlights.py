@@ -34,11 +34,29 @@ class Video:
 
 @dataclasses.dataclass
 class CrossCategoryData:
-  """What a run needs: labeled source train videos, unlabeled target train videos, target test videos."""
+  """What a run needs: labeled source train videos, unlabeled target train videos, target
+  test videos, and the source validation videos carved out of the source train videos
+  (data.val_fraction; empty when 0) for label-free model selection."""
   source_train: list[Video]
   target_train: list[Video]
   target_test: list[Video]
   feature_dim: int
+  source_val: list[Video] = dataclasses.field(default_factory=list)
+
+
+def carve_validation(videos: list[Video], fraction: float, seed: int,
+                     category: str) -> tuple[list[Video], list[Video]]:
+  """-> (train, val): round(fraction * n) of the videos (at least 1, leaving at least 1 to
+  train on) drawn at random with `seed`, in their original order."""
+  if fraction <= 0:
+    return videos, []
+  if len(videos) < 2:
+    raise UserInputError(f'data.val_fraction={fraction} needs at least 2 source training videos '
+                         f'of {category!r}, found {len(videos)}: use data.val_fraction=0')
+  k = min(max(1, int(round(fraction * len(videos)))), len(videos) - 1)
+  val = set(np.random.RandomState(seed).permutation(len(videos))[:k].tolist())
+  return ([v for i, v in enumerate(videos) if i not in val],
+          [v for i, v in enumerate(videos) if i in val])
 
 
 def _no_duplicate_keys(pairs):
@@ -299,7 +317,12 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
   borderline = float(data_cfg.get('borderline_label', -1.0))
   for v in source:
     v.labels = np.where(v.labels == 0, borderline, v.labels).astype(np.float32)
+  # Validation videos keep their annotated labels: they are scored like test videos.
+  source, source_val = carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
+                                        int(data_cfg.split_seed) + 1, data_cfg.source_category)
+  for v in source_val:
+    v.labels = np.asarray(anno[v.vid]['match'], np.float32)
   # Target training labels never reach the trainer: it learns from them only as unlabeled sets.
   for v in target:
     v.labels = np.zeros_like(v.labels)
-  return CrossCategoryData(source, target, test, sum(dims.values()))
+  return CrossCategoryData(source, target, test, sum(dims.values()), source_val)

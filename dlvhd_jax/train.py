@@ -43,6 +43,12 @@ class TrainState:
   step: jax.Array  # [] int32
   key: jax.Array  # [2] uint32 raw PRNG key
   skipped_updates: jax.Array  # [] int32: updates refused for a non-finite loss or gradient
+  # train.select = best_source_val: the parameters of the best source-validation evaluation
+  # so far, its mAP and its step (None otherwise). Part of the state, so a resumed run
+  # selects exactly as an uninterrupted one.
+  best_params: Any = None
+  best_val: jax.Array | None = None  # [] float32, -inf before the first evaluation
+  best_step: jax.Array | None = None  # [] int32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,14 +98,40 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
   """
   def one(seed):
     graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, seed))
-    return graphdef, TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                                jax.random.key_data(jax.random.key(seed + 1)),
-                                jnp.zeros((), jnp.int32))
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
+                       jax.random.key_data(jax.random.key(seed + 1)), jnp.zeros((), jnp.int32))
+    if selects_best(cfg):
+      state = state.replace(best_params=jax.tree.map(jnp.copy, params),
+                            best_val=jnp.full((), -jnp.inf, jnp.float32),
+                            best_step=jnp.zeros((), jnp.int32))
+    return graphdef, state
   parts = [one(s) for s in seeds(cfg)]
   graphdef, state = parts[0]
   if len(parts) > 1:
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[1] for p in parts])
   return graphdef, jax.device_put(state, parallel.replicated(mesh))
+
+
+def selects_best(cfg) -> bool:
+  return cfg.train.get('select', 'last') == 'best_source_val'
+
+
+@jax.jit
+def keep_best(state: TrainState, vals: jax.Array, step: jax.Array) -> TrainState:
+  """Where a seed's source-validation mAP `vals` ([] or [R]) beats its best so far, its
+  current parameters become its best."""
+  better = vals > state.best_val
+  pick = lambda new, old: jnp.where(better.reshape(better.shape + (1,) * (new.ndim - better.ndim)),
+                                    new, old)
+  return state.replace(best_params=jax.tree.map(pick, state.params, state.best_params),
+                       best_val=jnp.where(better, vals, state.best_val),
+                       best_step=jnp.where(better, step, state.best_step))
+
+
+def eval_params(cfg, state: TrainState):
+  """The parameters a run is evaluated with: the last ones, or per seed the best on source
+  validation (train.select)."""
+  return state.best_params if selects_best(cfg) else state.params
 
 
 def current_step(state: TrainState) -> int:
@@ -258,12 +290,14 @@ def interval_record(host_metrics: list[dict]) -> dict:
 
 def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.SegmentBank | None,
         objective: objectives.Objective, mesh, *, in_dim: int, show_progress: bool = True,
-        data_facts: dict | None = None, on_start=None):
+        data_facts: dict | None = None, on_start=None, make_validator=None):
   """Trains from the latest checkpoint in `workdir` (or from scratch) to the schedule's end.
 
   source/target are host (numpy) banks; they are put on the devices once. `data_facts`
   (e.g. digests of the training videos) join the run's fingerprint. `on_start(step)` runs
-  once the workdir is known to hold this run (or none), before the first step. Returns
+  once the workdir is known to hold this run (or none), before the first step.
+  `make_validator(graphdef)` -> fn(params) -> source-validation mAP per seed ([R] numpy), run
+  every eval.every_steps and at the end (logged; drives train.select). Returns
   (graphdef, final state). Raises UserInputError when the workdir holds another run,
   NonFiniteError when the loss stops being finite, Preempted on SIGTERM / SIGINT.
   """
@@ -281,8 +315,9 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
     writer.truncate_after(start)
     if on_start is not None:
       on_start(start)
+    validate = make_validator(graphdef) if make_validator is not None else None
     state = _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn,
-                        schedule, ckpt, fingerprint, writer, show_progress)
+                        schedule, ckpt, fingerprint, writer, show_progress, validate)
   finally:
     ckpt.close()
   return graphdef, state
@@ -295,7 +330,7 @@ def _fingerprint(cfg, in_dim: int, schedule: Schedule, data_facts: dict | None) 
 
 
 def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn, schedule,
-                ckpt, fingerprint, writer, show_progress):
+                ckpt, fingerprint, writer, show_progress, validate):
   rep = parallel.replicated(mesh)
   source_dev = jax.device_put(source, rep)
   target_dev = jax.device_put(target if target is not None else source, rep)
@@ -307,6 +342,10 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
   total = schedule.total_steps
   log_every = max(1, int(cfg.train.log_every_steps))
   ckpt_every = max(1, int(cfg.train.checkpoint_every_steps))
+  eval_every = int(cfg.eval.get('every_steps', 0))
+  if selects_best(cfg) and validate is None:
+    raise UserInputError('config.train.select=best_source_val needs source validation videos: '
+                         'set data.val_fraction > 0')
   bar = tqdm(total=total, initial=step, desc=f'train {cfg.method}', unit='step',
              disable=not show_progress, dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
@@ -347,6 +386,15 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         writer.write(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         pending, t_last, step_last = [], now, step
+      if validate is not None and eval_every > 0 and (
+          step // eval_every > prev // eval_every or step == total):
+        vals = np.asarray(validate(state.params), np.float32).reshape(-1)
+        writer.write({'step': step, 'source_val_map': float(np.mean(vals)),
+                      'source_val_map_per_seed': [float(v) for v in vals]})
+        if selects_best(cfg):
+          state = keep_best(state, jax.device_put(vals.reshape(np.shape(state.best_val)),
+                                                  parallel.replicated(mesh)),
+                            jax.device_put(np.int32(step), parallel.replicated(mesh)))
       if ckpt_due:
         if not bool(jax.device_get(_tree_is_finite((state.params, state.opt_state)))):
           raise diverged(f'non-finite parameters after step {step}')

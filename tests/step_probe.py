@@ -73,36 +73,44 @@ def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5) -> dict:
   rep = parallel.replicated(mesh)
   src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
 
-  def run(r_seeds, seed_):
+  def run(r_seeds, seed_list):
+    """One compiled step and one compiled scorer, reused for every initial state."""
     c = cfg.copy_and_resolve_references()
-    c.num_seeds, c.seed = r_seeds, seed_
+    c.num_seeds = r_seeds
     schedule = train.make_schedule(c, source.num_segments)
     tx, lr_fn = train.make_optimizer(c, schedule)
-    graphdef, state = train.init_state(c, 12, objective, tx, mesh)
-    step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
-    losses = []
-    for _ in range(2):
-      state, metrics = step(state, src, tgt)
-      losses.append(np.reshape(jax.device_get(metrics['loss']), (2, -1)))
-    scores = evaluation.predict(graphdef, state.params, feats[2:4], objective.eval_heads, c, mesh,
-                                replicas=r_seeds > 1)
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-    return np.concatenate(losses), leaves, np.concatenate(scores, axis=-1)
+    step, logit_fn, out = None, None, []
+    for seed_ in seed_list:
+      c.seed = seed_
+      graphdef, state = train.init_state(c, 12, objective, tx, mesh)
+      if step is None:
+        step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
+        logit_fn = evaluation.make_logit_fn(graphdef, objective.eval_heads, mesh, r_seeds > 1)
+      losses = []
+      for _ in range(2):
+        state, metrics = step(state, src, tgt)
+        losses.append(np.reshape(jax.device_get(metrics['loss']), (2, -1)))
+      scores = evaluation.predict(graphdef, state.params, feats[2:4], objective.eval_heads, c,
+                                  mesh, replicas=r_seeds > 1, logit_fn=logit_fn)
+      leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+      out.append((np.concatenate(losses), leaves, np.concatenate(scores, axis=-1)))
+    return out
 
-  vec_losses, vec_params, vec_scores = run(num_seeds, seed)
-  alone = [run(1, seed + r) for r in range(num_seeds)]
+  (vec_losses, vec_params, vec_scores), = run(num_seeds, [seed])
+  alone = run(1, [seed + r for r in range(num_seeds)])
   return {'losses': (vec_losses, np.concatenate([a[0] for a in alone], axis=1)),
           'params': [(v, np.stack([a[1][i] for a in alone])) for i, v in enumerate(vec_params)],
           'scores': (vec_scores, np.stack([a[2] for a in alone]))}
 
 
 if __name__ == '__main__':
-  if sys.argv[3] == 'seeds':
-    got = seeds_vs_standalone(sys.argv[2])
-    np.savez(sys.argv[1], devices=jax.device_count(), vec_losses=got['losses'][0],
-             alone_losses=got['losses'][1], vec_scores=got['scores'][0],
-             alone_scores=got['scores'][1],
-             **{f'v{i}': v for i, (v, _) in enumerate(got['params'])},
-             **{f'a{i}': a for i, (_, a) in enumerate(got['params'])})
+  if sys.argv[3] == 'seeds':  # METHOD may be several, comma-separated: one file each
+    for m in sys.argv[2].split(','):
+      got = seeds_vs_standalone(m)
+      np.savez(f'{sys.argv[1]}.{m}.npz', devices=jax.device_count(), vec_losses=got['losses'][0],
+               alone_losses=got['losses'][1], vec_scores=got['scores'][0],
+               alone_scores=got['scores'][1],
+               **{f'v{i}': v for i, (v, _) in enumerate(got['params'])},
+               **{f'a{i}': a for i, (_, a) in enumerate(got['params'])})
   else:
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
