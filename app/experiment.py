@@ -182,6 +182,13 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'train_wall_s': round(t_train, 2) if mode == 'train' else None,
       'wall_s': round(time.perf_counter() - t0, 2),
   })
+  if train.selects_best(cfg):
+    # The final parameters too, for the record (never used to choose anything).
+    last = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
+                              objective.eval_heads, cfg, mesh, replicas=len(seeds) > 1)
+    last = [[s[r] for s in last] for r in range(len(seeds))] if len(seeds) > 1 else [last]
+    summary = evaluation.summarize_seeds(vids, [v.labels for v in data.target_test], last, seeds)
+    results['last_step'] = {k: summary[k] for k in ('map', 'map_ci95', 'map_umt', 'map_umt_ci95')}
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
   ci = lambda k: f" ± {results[k + '_ci95']:.4f}" if results[k + '_ci95'] is not None else ''

@@ -36,6 +36,9 @@ VARIANTS = {
     'sl_oracle': ('sl', {'data.source_category': TARGET}),  # SL-module on the target's labels
     'sl_wo_encoder': ('sl', {'model.use_encoder': False}),
     'dlvhd_wo_encoder': ('dlvhd', {'model.use_encoder': False}),
+    # Table 1: the category-specific SL-module, trained and tested on each category.
+    'sl_specific': ('sl', {'data.source_category': TARGET}),
+    'sl_specific_wo_encoder': ('sl', {'data.source_category': TARGET, 'model.use_encoder': False}),
 }
 
 

@@ -22,6 +22,7 @@ LABELS = {
     'dlvhd_fine_only': 'DL-VHD (L_fine only)', 'dlvhd_no_distill': 'DL-VHD (w/o L_distill)',
     'dlvhd': 'DL-VHD (full model)', 'sl_oracle': 'Target-oracle',
     'sl_wo_encoder': 'SL-module (w/o T)', 'dlvhd_wo_encoder': 'DL-VHD (w/o T)',
+    'sl_specific': 'SL-module', 'sl_specific_wo_encoder': 'SL-module (w/o T)',
 }
 PARAM_LABELS = {'sampling.set_size': 'set size N', 'loss.distill_weight': 'trade-off λ'}
 REFERENCE = 'sl'  # the row every method is compared with

@@ -87,6 +87,9 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   c.sweep.methods = tuple(methods)
   c.sweep.targets = tuple(targets)
   c.sweep.paper = {m: dict(zip(targets, row)) for m, row in zip(methods, paper)}
+  # Five seeds per cell, trained as one vectorized program: every cell is a mean with a 95%
+  # interval, and methods are compared by a paired bootstrap (app/tables.py).
+  c.num_seeds = 5
   return apply_presets(c, preset)
 
 
