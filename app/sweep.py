@@ -170,8 +170,10 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
     if 'diverged' in res:
       diverged.append(name)
     results.setdefault(row, {})[target] = tables.cell_record(res, name)
-    outcome = ('diverged: ' + res['diverged']) if 'diverged' in res else f"mAP {res['map']:.4f}"
-    print(f"[{i + 1}/{len(cells)}] {row} {cfg.data.source_category} -> {target}: "
+    ci = f" ± {res['map_ci95']:.4f}" if res.get('map_ci95') is not None else ''
+    outcome = ('diverged: ' + res['diverged']) if 'diverged' in res else f"mAP {res['map']:.4f}{ci}"
+    source = overrides.get('data.source_category', cfg.data.source_category)
+    print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}: "
           f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
     tables.write_artifacts(cfg, workdir, kind, targets, results)
   print(f'sweep of {len(cells)} runs: {workdir}/table.md, table.json, table.png', file=sys.stderr)
