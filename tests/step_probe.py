@@ -17,11 +17,12 @@ from configs import base  # noqa: E402
 from dlvhd_jax import methods, parallel, sampling, train  # noqa: E402
 
 
-def main(out_path: str, method: str, steps_per_dispatch: int):
+def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple):
+  """A tiny config and five random videos -> (cfg, features, device banks, objective, mesh)."""
   cfg = base.get_base_config()
   cfg.method = method
-  cfg.model.width, cfg.model.depth, cfg.model.num_heads = 32, 2, 4
-  cfg.model.head_dims = (16, 8)
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads = width, depth, num_heads
+  cfg.model.head_dims = head_dims
   cfg.train.batch_size = 8
   cfg.train.learning_rate = 0.1
   cfg.sampling.set_size = 6
@@ -31,14 +32,18 @@ def main(out_path: str, method: str, steps_per_dispatch: int):
   labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
   source = sampling.make_bank(feats, labels)
   target = sampling.make_bank([f + 0.5 for f in feats], None)
-  objective = methods.get_objective(method)
   mesh = parallel.make_mesh()
-  schedule = train.make_schedule(cfg, source.num_segments)
+  rep = parallel.replicated(mesh)
+  banks = (jax.device_put(source, rep), jax.device_put(target, rep))
+  return cfg, feats, banks, methods.get_objective(method), mesh
+
+
+def main(out_path: str, method: str, steps_per_dispatch: int):
+  cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8))
+  schedule = train.make_schedule(cfg, src.num_segments)
   tx, lr_fn = train.make_optimizer(cfg, schedule)
   graphdef, state = train.init_state(cfg, 12, objective, tx, mesh)
   step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch)
-  rep = parallel.replicated(mesh)
-  src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
   losses = []
   for _ in range(6 // steps_per_dispatch):
     state, metrics = step(state, src, tgt)
@@ -53,31 +58,15 @@ def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5) -> dict:
   few videos with both; -> {'losses': ([4, R], [4, R]), 'params': [(vec, alone), ...],
   'scores': ([R, T], [R, T])}."""
   from dlvhd_jax import evaluation  # pylint: disable=import-outside-toplevel
-  cfg = base.get_base_config()
-  cfg.method = method
-  cfg.model.width, cfg.model.depth, cfg.model.num_heads = 16, 1, 2
-  cfg.model.head_dims = (8,)
+  cfg, feats, (src, tgt), objective, mesh = setup(method, 16, 1, 2, (8,))
   cfg.model.dropout = 0.2
-  cfg.train.batch_size = 8
-  cfg.train.learning_rate = 0.1
-  cfg.sampling.set_size = 6
   cfg.eval.batch_size = 16
-  rng = np.random.RandomState(0)
-  lengths = [4, 9, 15, 7, 30]
-  feats = [rng.randn(L, 12).astype(np.float32) for L in lengths]
-  labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
-  source = sampling.make_bank(feats, labels)
-  target = sampling.make_bank([f + 0.5 for f in feats], None)
-  objective = methods.get_objective(method)
-  mesh = parallel.make_mesh()
-  rep = parallel.replicated(mesh)
-  src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
 
   def run(r_seeds, seed_list):
     """One compiled step and one compiled scorer, reused for every initial state."""
     c = cfg.copy_and_resolve_references()
     c.num_seeds = r_seeds
-    schedule = train.make_schedule(c, source.num_segments)
+    schedule = train.make_schedule(c, src.num_segments)
     tx, lr_fn = train.make_optimizer(c, schedule)
     step, logit_fn, out = None, None, []
     for seed_ in seed_list:
