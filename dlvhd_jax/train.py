@@ -371,8 +371,9 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
       log_due = step // log_every > prev // log_every or step == total or stopping
       ckpt_due = step // ckpt_every > prev // ckpt_every or step == total or stopping
       if log_due or ckpt_due:
-        # The loop's only host syncs: the metrics of the interval (checked before any
-        # checkpoint of these steps is written), then the state's finiteness at a save.
+        # Host syncs happen only at intervals: the metrics of the interval (checked before
+        # any checkpoint of these steps is written), the source-validation scores, and the
+        # state's finiteness at a save.
         host = jax.device_get(pending)
         bad = first_nonfinite_loss(host)
         if bad is not None:
