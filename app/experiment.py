@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from app import config_checks
-from data_pipelines import synthetic, youtube_highlights
+from data_pipelines import normalize, synthetic, youtube_highlights
 from dlvhd_jax import evaluation, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
@@ -65,6 +65,7 @@ def load(cfg, workdir: str):
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
   data = youtube_highlights.load_cross_category(data_cfg, need_target_train=objective.uses_target)
+  data = normalize.normalize(data, cfg.data.get('normalize', 'none'))
   dtype = _BANK_DTYPES[cfg.data.bank_dtype]
   source = sampling.make_bank([v.features for v in data.source_train],
                               [v.labels for v in data.source_train], dtype)

@@ -36,6 +36,10 @@ def cell_record(res: dict, workdir: str) -> dict:
   cell = {k: res.get(k) for k in ('map', 'map_umt', 'map_ci95', 'map_umt_ci95', 'num_seeds',
                                   'steps', 'wall_s', 'num_test_videos')}
   cell['workdir'] = workdir
+  val = res.get('source_val_map')
+  # The label-free selection criterion: the seeds' best source-validation mAP.
+  cell['source_val_map'] = (float(np.mean(val)) if val and all(np.isfinite(v) for v in val)
+                            else None)
   if 'diverged' in res:
     cell['diverged'] = res['diverged']
   per_seed = res.get('per_seed') or []
@@ -130,6 +134,12 @@ def build_table(cfg, kind, targets, results) -> dict:
           best[c] = ranked[0]
     table[metric], table[f'{metric}_ci95'] = means, cis
     table[f'{metric}_vs_source_only'], table[f'{metric}_best'] = diffs, best
+  table['source_val_map'] = {}
+  for r in rows:
+    vals = {t: results.get(r, {}).get(t, {}).get('source_val_map') for t in targets}
+    vals[AVERAGE] = (float(np.mean(list(vals.values())))
+                     if all(v is not None for v in vals.values()) else None)
+    table['source_val_map'][r] = vals
   for r in rows:
     paper_row = paper_cfg.get(r, None) or {}
     if paper_row:
@@ -213,6 +223,15 @@ def to_markdown(cfg, table) -> str:
   if table['reference']:
     out += ['']
     out += _diff_grid(table, 'map_umt')
+  if any(v is not None for row in table['source_val_map'].values() for v in row.values()):
+    out += ['', 'Source-validation mAP (the label-free selection criterion: per seed the best '
+            "evaluation on the source category's held-out training videos, mean over seeds; "
+            'no target label enters it):', '']
+    out += _header(table, 'Method')
+    for r in table['rows']:
+      row = table['source_val_map'][r]
+      out.append(f"| {table['labels'][r]} | "
+                 + ' | '.join(_fmt(row[c]) for c in [*table['targets'], AVERAGE]) + ' |')
   diverged = [(r, t) for r in table['rows'] for t in table['targets']
               if table['runs'].get(r, {}).get(t, {}).get('diverged')]
   missing = sum(table['map'][r][t] is None for r in table['rows'] for t in table['targets'])

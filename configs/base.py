@@ -26,6 +26,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.split = 'umt'  # umt | official | random
   c.data.split_seed = 42  # seed of the paper's 70/30 random split
   c.data.bank_dtype = 'float32'  # dtype of the device-resident feature bank
+  # Feature normalization before training and scoring: none (paper) | l2 (each segment to unit
+  # norm) | standardize (per dimension, mean and std of the source training segments).
+  c.data.normalize = 'none'
   # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
   # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
   c.data.borderline_label = -1.0
@@ -52,6 +55,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.distill_weight = 1.0  # lambda
+  # tau of L_pred's KL target softmax(y / tau); 1 = the paper, < 1 sharpens it.
+  c.loss.temperature = 1.0
 
   # UDA baselines (dlvhd_jax/baselines.py): domain terms on the encoder outputs.
   c.uda = ml_collections.ConfigDict()
@@ -66,9 +71,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 1  # source sets per step, global (the paper: one set per step)
   c.train.num_epochs = 50
   c.train.num_steps = 0  # > 0 overrides the epoch count
+  c.train.optimizer = 'sgd'  # sgd (paper) | adamw (betas (momentum, 0.999), decoupled decay)
   c.train.learning_rate = 1e-3
   c.train.momentum = 0.9
   c.train.weight_decay = 5e-4
+  c.train.lr_schedule = 'step'  # step (paper: x lr_decay_factor every lr_decay_epochs) | cosine | constant
+  c.train.warmup_steps = 0  # linear warmup from 0; the schedule above starts after it
   c.train.lr_decay_epochs = 20
   c.train.lr_decay_factor = 0.1
   c.train.steps_per_dispatch = 1  # training steps per compiled call (lax.scan)

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from dlvhd_jax import losses
-from dlvhd_jax.objectives import Objective, SetBatch, encode_sets
+from dlvhd_jax.objectives import Objective, SetBatch, encode_sets, temperature
 
 DEFAULTS = {
     'dan': {'weight': 1.0, 'num_kernels': 5, 'kernel_mul': 2.0},
@@ -152,15 +152,16 @@ def _encode_source_target(model, batch: SetBatch, key):
   return hs, ht, k_head
 
 
-def _source_pred_loss(model, batch: SetBatch, hs, key, head: str = 'score'):
-  return losses.set_prediction_loss(batch.source_y, model.heads[head](hs, key), batch.source_mask)
+def _source_pred_loss(model, batch: SetBatch, hs, key, cfg, head: str = 'score'):
+  return losses.set_prediction_loss(batch.source_y, model.heads[head](hs, key), batch.source_mask,
+                                    temperature(cfg))
 
 
 def _domain_term_objective(name: str, term):
   """SL-module + weight * term(source segments, target segments)."""
   def loss_fn(model, batch: SetBatch, key, cfg):
     hs, ht, k_head = _encode_source_target(model, batch, key)
-    l_pred = _source_pred_loss(model, batch, hs, k_head)
+    l_pred = _source_pred_loss(model, batch, hs, k_head, cfg)
     (xs, ws), (xt, wt) = flatten_segments(hs, batch.source_mask), flatten_segments(ht, batch.target_mask)
     l_dom = term(xs, xt, ws, wt, cfg)
     return l_pred + _hp(cfg, name, 'weight') * l_dom, {'loss_pred': l_pred, f'loss_{name}': l_dom}
@@ -184,7 +185,7 @@ def _afn_loss(model, batch: SetBatch, key, cfg):
   """Stepwise AFN (Xu et al., "Larger Norm More Transferable: An Adaptive Feature Norm Approach
   for Unsupervised Domain Adaptation", ICCV 2019) on source and target segments."""
   hs, ht, k_head = _encode_source_target(model, batch, key)
-  l_pred = _source_pred_loss(model, batch, hs, k_head)
+  l_pred = _source_pred_loss(model, batch, hs, k_head, cfg)
   dr = float(_hp(cfg, 'afn', 'delta_r'))
   l_afn = (afn_loss(*flatten_segments(hs, batch.source_mask), dr)
            + afn_loss(*flatten_segments(ht, batch.target_mask), dr))
@@ -197,7 +198,7 @@ def _revgrad_loss(model, batch: SetBatch, key, cfg, coeff=1.0):
   unbounded) behind a gradient reversal layer with coefficient `coeff`."""
   hs, ht, k_head = _encode_source_target(model, batch, key)
   k_pred, k_dom = jax.random.split(k_head)
-  l_pred = _source_pred_loss(model, batch, hs, k_pred)
+  l_pred = _source_pred_loss(model, batch, hs, k_pred, cfg)
   coeff = jnp.asarray(coeff, jnp.float32)
   # One discriminator pass over both domains: [2B, N].
   logits = model.heads['domain'].logits(grad_reverse(jnp.concatenate([hs, ht]), coeff), k_dom)
@@ -264,10 +265,10 @@ def _mcd_scores(model, x, mask, key, stop_encoder=False):
   return model.heads['score'](h, k1), model.heads['score2'](h, k2)
 
 
-def _mcd_supervised(model, sets: SetBatch, key, stop_encoder=False):
+def _mcd_supervised(model, sets: SetBatch, key, stop_encoder=False, tau: float = 1.0):
   s1, s2 = _mcd_scores(model, sets.source_x, sets.source_mask, key, stop_encoder)
-  return (losses.set_prediction_loss(sets.source_y, s1, sets.source_mask)
-          + losses.set_prediction_loss(sets.source_y, s2, sets.source_mask))
+  return (losses.set_prediction_loss(sets.source_y, s1, sets.source_mask, tau)
+          + losses.set_prediction_loss(sets.source_y, s2, sets.source_mask, tau))
 
 
 def _mcd_target_discrepancy(model, sets: SetBatch, key, stop_encoder=False):
@@ -277,13 +278,12 @@ def _mcd_target_discrepancy(model, sets: SetBatch, key, stop_encoder=False):
 
 def _mcd_loss(model, batch: SetBatch, key, cfg):
   """Phase A alone (both heads supervised on source); the step itself runs `_mcd_update`."""
-  del cfg
-  loss = _mcd_supervised(model, batch, key)
+  loss = _mcd_supervised(model, batch, key, tau=temperature(cfg))
   return loss, {'loss_pred': loss}
 
 
 def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight: float,
-              advance_count: bool = False):
+              advance_count: bool = False, tau: float = 1.0):
   """One MCD phase -> (params, opt_state, phase loss [], gradient norm []).
 
   'A': encoder + both heads, source L_pred of both heads;
@@ -295,11 +295,11 @@ def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, 
   heads = head_mask(params)
   if phase == 'A':
     mask = jax.tree.map(lambda _: True, heads)
-    f = lambda m: _mcd_supervised(m, sets, key)
+    f = lambda m: _mcd_supervised(m, sets, key, tau=tau)
   elif phase == 'B':
     mask = heads
     ks, kt = jax.random.split(key)
-    f = lambda m: (_mcd_supervised(m, sets, ks, stop_encoder=True)
+    f = lambda m: (_mcd_supervised(m, sets, ks, stop_encoder=True, tau=tau)
                    - weight * _mcd_target_discrepancy(m, sets, kt, stop_encoder=True))
   elif phase == 'C':
     mask = jax.tree.map(lambda m: not m, heads)
@@ -316,9 +316,12 @@ def _mcd_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_ste
   del step, total_steps
   w = float(_hp(cfg, 'mcd', 'weight'))
   num_k = max(1, int(_hp(cfg, 'mcd', 'num_k')))
+  tau = temperature(cfg)
   k_a, k_b, k_c = jax.random.split(key, 3)
-  params, opt_state, l_a, g_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w)
-  params, opt_state, l_b, g_b = mcd_phase('B', graphdef, tx, params, opt_state, sets, k_b, w)
+  params, opt_state, l_a, g_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w,
+                                          tau=tau)
+  params, opt_state, l_b, g_b = mcd_phase('B', graphdef, tx, params, opt_state, sets, k_b, w,
+                                          tau=tau)
   sq_norms = [g_a ** 2, g_b ** 2]
   l_c = jnp.float32(0.0)
   for i in range(num_k):

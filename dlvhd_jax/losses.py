@@ -55,21 +55,27 @@ def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array) -> jax.Array:
-  """SL-module's L_pred averaged over the sets that carry a positive label: [B, N] -> []."""
-  return weighted_mean(set_kl_divergence(labels, scores, mask), has_positive(labels, mask))
+def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array,
+                        temperature: float = 1.0) -> jax.Array:
+  """SL-module's L_pred, KL(softmax(y / tau) || softmax(s)), averaged over the sets that carry
+  a positive label: [B, N] -> []. tau = 1 is the paper; tau < 1 sharpens the target toward
+  the highlights (config.loss.temperature)."""
+  target = labels if temperature == 1.0 else labels.astype(jnp.float32) / temperature
+  return weighted_mean(set_kl_divergence(target, scores, mask), has_positive(labels, mask))
 
 
 def dlvhd_loss(source_labels, source_fine, mixed_labels, mixed_coarse, target_coarse,
                target_fine, source_mask, mixed_mask, target_mask, *, distill_weight: float,
                use_coarse: bool = True, use_fine: bool = True,
-               use_distill: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+               use_distill: bool = True,
+               temperature: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_coarse + L_fine + lambda * L_distill (Eq. 6); each term averaged over its sets. [B, N] each.
 
-  The flags give the ablations of Table 4 (coarse only, fine only, without L_distill).
+  The flags give the ablations of Table 4 (coarse only, fine only, without L_distill);
+  `temperature` is L_pred's tau (the distillation target is the heads' own mean, unscaled).
   """
-  l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask)
-  l_fine = set_prediction_loss(source_labels, source_fine, source_mask)
+  l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask, temperature)
+  l_fine = set_prediction_loss(source_labels, source_fine, source_mask, temperature)
   l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask))
   total = (use_coarse * l_coarse + use_fine * l_fine
            + (distill_weight * use_distill) * l_distill)

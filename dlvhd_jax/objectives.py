@@ -69,11 +69,17 @@ def score_sets(model, hs, key):
   return [{name: split[name][i] for name in scores} for i in range(len(hs))]
 
 
+def temperature(cfg) -> float:
+  """loss.temperature: tau of the KL target softmax(y / tau) (1 = the paper)."""
+  return float(cfg.loss.get('temperature', 1.0))
+
+
 def _sl_loss(model, batch: SetBatch, key, cfg):
   k_enc, k_head = jax.random.split(key)
   (h,) = encode_sets(model, [batch.source_x], [batch.source_mask], k_enc)
   (s,) = score_sets(model, [h], k_head)
-  loss = losses.set_prediction_loss(batch.source_y, s['score'], batch.source_mask)
+  loss = losses.set_prediction_loss(batch.source_y, s['score'], batch.source_mask,
+                                    temperature(cfg))
   return loss, {'loss_pred': loss}
 
 
@@ -87,7 +93,7 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
         batch.source_y, ss['fine'], batch.mixed_y, sm['coarse'], st['coarse'], st['fine'],
         batch.source_mask, batch.mixed_mask, batch.target_mask,
         distill_weight=cfg.loss.distill_weight, use_coarse=use_coarse, use_fine=use_fine,
-        use_distill=use_distill)
+        use_distill=use_distill, temperature=temperature(cfg))
   return loss_fn
 
 

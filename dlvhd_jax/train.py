@@ -2,7 +2,8 @@
 
 The step is a pure function (state, source_bank, target_bank) -> (state, metrics): it draws
 this step's source / target / mixed sets on device from the PRNG key, runs one encoder pass
-over all of them, and applies SGD with momentum and weight decay. `steps_per_dispatch` steps
+over all of them, and applies the optimizer (the paper's SGD with momentum and weight decay,
+or AdamW). `steps_per_dispatch` steps
 run in one compiled call through `lax.scan`.
 
 Reliability lives here too: the step refuses an update whose loss or gradient norm is not
@@ -71,13 +72,42 @@ def make_schedule(cfg, num_source_segments: int) -> Schedule:
   return Schedule(steps_per_epoch, total, decay)
 
 
-def make_optimizer(cfg, schedule: Schedule):
+def make_lr(cfg, schedule: Schedule):
+  """step -> learning rate: `train.lr_schedule` (step = the paper's staircase decay by
+  lr_decay_factor every decay_steps; cosine = to 0 at the last step; constant) after a linear
+  warmup of `train.warmup_steps` from 0 (the decay counts from the warmup's end)."""
   t = cfg.train
-  lr = optax.exponential_decay(t.learning_rate, schedule.decay_steps, t.lr_decay_factor,
-                               staircase=True)
-  # torch SGD semantics: weight decay is added to the gradient before momentum.
-  tx = optax.chain(optax.add_decayed_weights(t.weight_decay),
-                   optax.sgd(lr, momentum=t.momentum or None))
+  kind = t.get('lr_schedule', 'step')
+  warmup = int(t.get('warmup_steps', 0))
+  if kind == 'step':
+    main = optax.exponential_decay(t.learning_rate, schedule.decay_steps, t.lr_decay_factor,
+                                   staircase=True)
+  elif kind == 'cosine':
+    main = optax.cosine_decay_schedule(t.learning_rate, max(1, schedule.total_steps - warmup))
+  elif kind == 'constant':
+    main = optax.constant_schedule(t.learning_rate)
+  else:
+    raise UserInputError(f'config.train.lr_schedule={kind!r}: use step, cosine or constant')
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warmup), main],
+                              [warmup])
+
+
+def make_optimizer(cfg, schedule: Schedule):
+  """-> (optax transform, lr schedule). `train.optimizer`: sgd (the paper; torch semantics:
+  weight decay added to the gradient before momentum) or adamw (decoupled weight decay,
+  scaled by the learning rate as in optax/torch AdamW; betas (momentum, 0.999))."""
+  t = cfg.train
+  lr = make_lr(cfg, schedule)
+  kind = t.get('optimizer', 'sgd')
+  if kind == 'sgd':
+    tx = optax.chain(optax.add_decayed_weights(t.weight_decay),
+                     optax.sgd(lr, momentum=t.momentum or None))
+  elif kind == 'adamw':
+    tx = optax.adamw(lr, b1=t.momentum, b2=0.999, weight_decay=t.weight_decay)
+  else:
+    raise UserInputError(f'config.train.optimizer={kind!r}: use sgd or adamw')
   return tx, lr
 
 

@@ -263,6 +263,8 @@ CONFIG_CASES = [
     ('method', 'bogus'), ('data.name', 'tvsum2'), ('data.split', 'tvsum'),
     ('data.bank_dtype', 'int8'), ('model.dtype', 'float8'), ('sampling.mode', 'everything'),
     ('sampling.mixed_share', 'most'), ('eval.edge_rule', 'wrap'), ('train.transfer_guard', 'maybe'),
+    ('train.optimizer', 'adam'), ('train.lr_schedule', 'linear'), ('data.normalize', 'zscore'),
+    ('loss.temperature', '0.0'), ('train.warmup_steps', '-5'),
     # Negative or zero sizes, out-of-range values.
     ('train.batch_size', '-4'), ('sampling.set_size', '1'), ('model.depth', '0'),
     ('model.width', '-5'), ('model.num_heads', '0'), ('model.head_dims', '(16,-1)'),

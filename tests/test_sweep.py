@@ -144,6 +144,10 @@ def test_specs_and_shipped_configs():
     cfg = sensitivity.get_config(preset)
     kind, targets, cells = sweep._cells(cfg)
     assert kind == 'sensitivity' and cfg.sweep.param == param and len(cells) == n * len(targets)
+  from configs import recipe_study
+  cfg = recipe_study.get_config()
+  kind, targets, cells = sweep._cells(cfg)
+  assert len(cells) == len(recipe_study.ROUND1) * 6 and cfg.train.select == 'best_source_val'
   with pytest.raises(ValueError):
     table4.get_config('gpu')
   # A sweep override may only set a key the config has.

@@ -1,0 +1,123 @@
+"""The recipe options of the study (README, "Recipe study"): KL temperature, AdamW, learning-rate
+schedules with warmup, feature normalization; each against numpy written from its formula."""
+import json
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from data_pipelines import normalize, synthetic, youtube_highlights
+from dlvhd_jax import losses, train
+from test_losses import np_set_kl, random_sets
+
+
+@pytest.mark.parametrize('tau', [0.5, 0.25])
+def test_temperature_sharpens_the_kl_target(tau):
+  labels, scores, mask, lengths = random_sets(4)
+  got = float(losses.set_prediction_loss(jnp.array(labels), jnp.array(scores), jnp.array(mask), tau))
+  per_set = [(np_set_kl(labels[i, :n] / tau, scores[i, :n]), float(np.any(labels[i, :n] > 0)))
+             for i, n in enumerate(lengths)]
+  want = sum(k * w for k, w in per_set) / max(sum(w for _, w in per_set), 1.0)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # tau = 1 is the paper's loss, unchanged.
+  same = float(losses.set_prediction_loss(jnp.array(labels), jnp.array(scores), jnp.array(mask)))
+  assert abs(same - got) > 1e-4
+
+
+def _cfg(**train_kw):
+  t = dict(learning_rate=0.2, momentum=0.9, weight_decay=0.01, lr_decay_epochs=20,
+           lr_decay_factor=0.1, num_epochs=50, num_steps=100, batch_size=4)
+  t.update(train_kw)
+  return ml_collections.ConfigDict({'train': t})
+
+
+@pytest.mark.parametrize('kind,warmup', [('step', 0), ('step', 10), ('cosine', 0), ('cosine', 10),
+                                         ('constant', 5)])
+def test_learning_rate_schedules(kind, warmup):
+  cfg = _cfg(lr_schedule=kind, warmup_steps=warmup)
+  schedule = train.make_schedule(cfg, num_source_segments=400)  # decay every 40 steps
+  lr = train.make_lr(cfg, schedule)
+  for step in (0, 3, 9, 10, 11, 39, 45, 60, 99, 100):
+    if step < warmup:
+      want = 0.2 * step / warmup
+    else:
+      s = step - warmup
+      want = {'step': 0.2 * 0.1 ** (s // 40),
+              'cosine': 0.2 * 0.5 * (1 + np.cos(np.pi * min(s, 100 - warmup) / (100 - warmup))),
+              'constant': 0.2}[kind]
+    np.testing.assert_allclose(float(lr(step)), want, rtol=1e-5, atol=1e-8, err_msg=f'step {step}')
+
+
+def test_adamw_steps_match_numpy():
+  cfg = _cfg(optimizer='adamw', lr_schedule='constant', learning_rate=0.01, momentum=0.8)
+  tx, _ = train.make_optimizer(cfg, train.make_schedule(cfg, 400))
+  rng = np.random.RandomState(0)
+  p = rng.randn(5).astype(np.float32)
+  grads = [rng.randn(5).astype(np.float32) for _ in range(3)]
+  params, state = jnp.array(p), tx.init(jnp.array(p))
+  m = v = np.zeros(5)
+  ref = p.astype(np.float64)
+  for t, g in enumerate(grads, 1):
+    updates, state = tx.update(jnp.array(g), state, params)
+    params = params + updates
+    m = 0.8 * m + 0.2 * g
+    v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
+    mhat, vhat = m / (1 - 0.8 ** t), v / (1 - 0.999 ** t)
+    ref = ref - 0.01 * (mhat / (np.sqrt(vhat) + 1e-8) + 0.01 * ref)
+  np.testing.assert_allclose(np.asarray(params), ref, rtol=1e-5, atol=1e-6)
+
+
+def _video(vid, feats):
+  return youtube_highlights.Video(vid, 'c', np.asarray(feats, np.float32),
+                                  np.ones(len(feats), np.float32))
+
+
+def test_standardize_uses_source_training_statistics_only():
+  rng = np.random.RandomState(1)
+  src = [_video(f's{i}', rng.randn(7, 3) * [1, 5, 0.1] + [2, -1, 4]) for i in range(3)]
+  # Target and test videos far from the source must not move the statistics.
+  others = [_video(f't{i}', rng.randn(5, 3) * 100 + 50) for i in range(2)]
+  const = _video('c', np.ones((4, 3)))
+  data = youtube_highlights.CrossCategoryData(src, others[:1], others[1:] + [const], 3,
+                                              source_val=[others[0]])
+  out = normalize.normalize(data, 'standardize')
+  stacked = np.concatenate([v.features for v in src]).astype(np.float64)
+  mean, std = stacked.mean(0), stacked.std(0)
+  for before, after in [(v, w) for name in ('source_train', 'target_train', 'target_test', 'source_val')
+                        for v, w in zip(getattr(data, name), getattr(out, name))]:
+    np.testing.assert_allclose(after.features, (before.features - mean) / std, rtol=1e-5, atol=1e-5)
+    assert after.vid == before.vid and after.features.dtype == np.float32
+    np.testing.assert_array_equal(after.labels, before.labels)
+  z = np.concatenate([v.features for v in out.source_train])
+  np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
+  assert normalize.normalize(data, 'none') is data
+
+
+def test_l2_normalizes_each_segment():
+  x = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+  np.testing.assert_allclose(normalize.l2(x), [[0.6, 0.8], [0, 0], [1, 0]], atol=1e-7)
+
+
+def test_recipe_options_train_end_to_end(tmp_path):
+  import launch  # pylint: disable=import-outside-toplevel
+  root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
+                                           max_len=16, dim=16)
+  wd = tmp_path / 'wd'
+  argv = ['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={wd}',
+          f'--config.data.root={root}', '--config.data.source_category=diving',
+          '--config.data.target_category=climbing', '--config.train.optimizer=adamw',
+          '--config.train.lr_schedule=cosine', '--config.train.warmup_steps=10',
+          '--config.data.normalize=standardize', '--config.loss.temperature=0.5',
+          *tiny_overrides(**{'train.learning_rate': 0.01, 'train.log_every_steps': 5})]
+  assert launch.main(argv) == 0
+  lines = [json.loads(x) for x in (wd / 'metrics.jsonl').read_text().splitlines()]
+  lrs = {x['step']: x['lr'] for x in lines if 'lr' in x}
+  # The logged learning rate is the mean over the interval's steps (warmup, then cosine).
+  want = lambda s: 0.01 * s / 10 if s < 10 else 0.01 * 0.5 * (1 + np.cos(np.pi * (s - 10) / 10))
+  np.testing.assert_allclose(lrs[5], np.mean([want(s) for s in range(5)]), rtol=1e-5)
+  np.testing.assert_allclose(lrs[20], np.mean([want(s) for s in range(15, 20)]), rtol=1e-4)
+  res = json.loads((wd / 'results.json').read_text())
+  assert np.isfinite(res['map']) and res['steps'] == 20
