@@ -11,6 +11,7 @@ non-finite scores; 130 / 143 interrupted by SIGINT / SIGTERM after saving a chec
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 from absl import flags
@@ -30,6 +31,11 @@ def _define_flags(argv) -> flags.FlagValues:
                       flag_values=fv)
   flags.DEFINE_enum('mode', 'train', MODES, 'What to run.', flag_values=fv)
   flags.DEFINE_bool('progress', True, 'Show a progress bar.', flag_values=fv)
+  # Multi-process runs (jax.distributed): all three, or none (single process, or a cluster
+  # JAX detects by itself: SLURM, multi-host Cloud TPU, Open MPI).
+  flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0.', flag_values=fv)
+  flags.DEFINE_integer('num_processes', None, 'Number of processes of the run.', flag_values=fv)
+  flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.', flag_values=fv)
   return fv
 
 
@@ -115,8 +121,19 @@ def main(argv) -> int:
     print('error: --config is required: e.g. --config=configs/demo.py', file=sys.stderr)
     return 2
   # Imported here so that --help and flag errors never pay for (or trip over) jax start-up.
-  from app import cli  # pylint: disable=g-import-not-at-top
   from dlvhd_jax.errors import Preempted, RunError  # pylint: disable=g-import-not-at-top
+  try:
+    # Before any other JAX call.
+    from dlvhd_jax import distributed  # pylint: disable=g-import-not-at-top
+    if distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id) and (
+        not distributed.is_primary()):
+      # Results and summaries come from process 0 (also what native code prints).
+      sys.stdout.flush()
+      os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+  except RunError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return e.exit_code
+  from app import cli  # pylint: disable=g-import-not-at-top
   workdir = fv.workdir or cli.default_workdir(cfg)
   try:
     return cli.dispatch(cfg, workdir, fv.mode, fv.progress)

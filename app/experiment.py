@@ -20,10 +20,10 @@ import numpy as np
 
 from app import config_checks
 from data_pipelines import normalize, synthetic, youtube_highlights
-from dlvhd_jax import evaluation, methods, parallel, sampling, train
+from dlvhd_jax import distributed, evaluation, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
-from dlvhd_jax.files import write_json, write_npz
+from dlvhd_jax.files import is_primary, write_json, write_npz
 
 _BANK_DTYPES = {'float32': np.float32, 'bfloat16': jnp.bfloat16, 'float16': np.float16}
 
@@ -33,7 +33,11 @@ def resolve_data_root(cfg, workdir: str) -> str:
   if cfg.data.get('name', 'youtube_highlights') == 'synthetic':
     root = cfg.data.root or os.path.join(workdir, 'data')
     check_writable(root, 'config.data.root')
-    return synthetic.write_synthetic_dataset(root, seed=cfg.data.get('synthetic_seed', 0))
+    # Process 0 writes it; the others read it once it is complete.
+    if is_primary():
+      synthetic.write_synthetic_dataset(root, seed=cfg.data.get('synthetic_seed', 0))
+    distributed.barrier('synthetic dataset written')
+    return root
   return cfg.data.root
 
 
@@ -193,9 +197,10 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
   ci = lambda k: f" ± {results[k + '_ci95']:.4f}" if results[k + '_ci95'] is not None else ''
-  print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
-        f"mAP {results['map']:.4f}{ci('map')} (UMT protocol {results['map_umt']:.4f}"
-        f"{ci('map_umt')}) over {results['num_test_videos']} test videos"
-        f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}; "
-        f"results in {workdir}/results.json", file=sys.stderr)
+  if is_primary():
+    print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
+          f"mAP {results['map']:.4f}{ci('map')} (UMT protocol {results['map_umt']:.4f}"
+          f"{ci('map_umt')}) over {results['num_test_videos']} test videos"
+          f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}; "
+          f"results in {workdir}/results.json", file=sys.stderr)
   return results

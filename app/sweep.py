@@ -173,10 +173,12 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
     ci = f" ± {res['map_ci95']:.4f}" if res.get('map_ci95') is not None else ''
     outcome = ('diverged: ' + res['diverged']) if 'diverged' in res else f"mAP {res['map']:.4f}{ci}"
     source = overrides.get('data.source_category', cfg.data.source_category)
-    print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}: "
-          f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
+    if files.is_primary():
+      print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}: "
+            f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
     tables.write_artifacts(cfg, workdir, kind, targets, results)
-  print(f'sweep of {len(cells)} runs: {workdir}/table.md, table.json, table.png', file=sys.stderr)
+  if files.is_primary():
+    print(f'sweep of {len(cells)} runs: {workdir}/table.md, table.json, table.png', file=sys.stderr)
   if diverged:
     raise NonFiniteError(f'{len(diverged)} of {len(cells)} sweep runs diverged ({", ".join(diverged)}; '
                          f'see their {DIVERGED}): their cells read "diverged"; lower their '

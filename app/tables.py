@@ -295,6 +295,8 @@ def plot(table, path: str) -> None:
 
 def write_artifacts(cfg, workdir, kind, targets, results) -> dict:
   table = build_table(cfg, kind, targets, results)
+  if not files.is_primary():
+    return table
   files.write_json(os.path.join(workdir, 'table.json'), table)
   files.write_atomic(os.path.join(workdir, 'table.md'), to_markdown(cfg, table))
   plot(table, os.path.join(workdir, 'table.png'))

@@ -15,7 +15,7 @@ from flax import nnx
 
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dlvhd_jax import parallel, stats
+from dlvhd_jax import distributed, parallel, stats
 
 
 def window_indices(length: int, set_size: int, edge_rule: str = 'duplicate'):
@@ -88,7 +88,7 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
   for i in range(0, len(index), chunk):
     args = [jax.device_put(a[i:i + chunk], shard) for a in (index, mask, own)]
     outs.append(logit_fn(params, features, *args))
-  logits = np.concatenate(jax.device_get(outs), axis=-2)[..., :total, :]
+  logits = np.concatenate(distributed.fetch(outs), axis=-2)[..., :total, :]
   scores = scores_from_logits(logits)  # [(R,) E]
   return [scores[..., s0:s0 + L] for s0, L in zip(starts, lengths)]
 

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file, a failed write names it."""
+"""Atomic file writes: a reader (or a crash) never sees half a file, a failed write names it.
+
+In a multi-process run (dlvhd_jax/distributed.py) every process computes the same results
+and only process 0 writes them: the writers here do nothing on the other processes.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +25,18 @@ def writing(path: str):
     raise
 
 
+def is_primary() -> bool:
+  """False on every process of a multi-process run but process 0."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
+
+
 def write_atomic(path: str, data: bytes | str) -> None:
   """Writes a temporary file beside `path`, then renames it over `path`; on failure the
-  temporary file is removed and `path` keeps its old content (or stays absent)."""
+  temporary file is removed and `path` keeps its old content (or stays absent). Process 0
+  only."""
+  if not is_primary():
+    return
   tmp = path + '.tmp'
   try:
     with writing(path), open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:

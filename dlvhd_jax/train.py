@@ -34,7 +34,7 @@ from dlvhd_jax import model as model_lib
 from dlvhd_jax import objectives, parallel, sampling
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
-from dlvhd_jax.files import write_atomic, writing
+from dlvhd_jax.files import is_primary, write_atomic, writing
 
 
 @struct.dataclass
@@ -242,7 +242,7 @@ class MetricsWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops the lines of steps past `step` (a resumed run logs them again)."""
-    if not os.path.isfile(self.path):
+    if not is_primary() or not os.path.isfile(self.path):
       return
     kept = []
     with open(self.path) as f:
@@ -257,6 +257,8 @@ class MetricsWriter:
   def write(self, record: dict) -> None:
     clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
              for k, v in record.items()}
+    if not is_primary():
+      return
     with writing(self.path), open(self.path, 'a') as f:
       f.write(json.dumps(clean) + '\n')
 
@@ -377,7 +379,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
     raise UserInputError('config.train.select=best_source_val needs source validation videos: '
                          'set data.val_fraction > 0')
   bar = tqdm(total=total, initial=step, desc=f'train {cfg.method}', unit='step',
-             disable=not show_progress, dynamic_ncols=True)
+             disable=not (show_progress and is_primary()), dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
 
   def diverged(what: str) -> NonFiniteError:
