@@ -72,6 +72,24 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def stop_agreed(prev_step: int, step: int, stop_here: bool) -> bool:
+  """Whether training stops after the dispatch that ran steps prev_step+1 .. step.
+
+  One process: `stop_here` (a signal it recorded). Several: JAX's preemption sync point,
+  which turns a SIGTERM to any process into one agreed step (host-side, through the
+  coordination service; no device sync). It must see every step id, so a dispatch of
+  several steps asks for each of them; all processes run the same dispatches, so they all
+  stop after the same one.
+  """
+  if jax.process_count() == 1:
+    return bool(stop_here)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  hit = False
+  for s in range(prev_step + 1, step + 1):
+    hit = multihost_utils.reached_preemption_sync_point(s) or hit
+  return hit
+
+
 def fetch(tree):
   """Device arrays -> host numpy, also for arrays sharded over other processes' devices
   (gathered from every process: all processes must call this together)."""

@@ -31,7 +31,7 @@ from flax import nnx, struct
 from tqdm import tqdm
 
 from dlvhd_jax import model as model_lib
-from dlvhd_jax import objectives, parallel, sampling
+from dlvhd_jax import distributed, objectives, parallel, sampling
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
 from dlvhd_jax.files import is_primary, write_atomic, writing
@@ -266,11 +266,15 @@ class MetricsWriter:
 class StopSignals:
   """Records SIGTERM / SIGINT instead of dying, so the loop can save and exit cleanly.
 
-  Only the main thread can own signal handlers; elsewhere this records nothing.
+  With several processes SIGTERM stays with JAX's preemption notifier, which tells every
+  process (distributed.stop_agreed); a SIGINT is recorded and passed on as a SIGTERM to
+  this process, so it reaches the others the same way. Only the main thread can own signal
+  handlers; elsewhere this records nothing.
   """
 
-  def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)):
-    self.signums = signums
+  def __init__(self, multi_process: bool = False):
+    self.multi_process = multi_process
+    self.signums = (signal.SIGINT,) if multi_process else (signal.SIGTERM, signal.SIGINT)
     self.received: int | None = None
     self._previous = {}
 
@@ -278,6 +282,8 @@ class StopSignals:
     del frame
     if self.received is None:
       self.received = signum
+      if self.multi_process:
+        os.kill(os.getpid(), signal.SIGTERM)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -390,7 +396,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
     return NonFiniteError(f'{what} (last good checkpoint: {where}); lower {fix}')
 
   # 'disallow' (tests) proves the loop moves data between host and device only explicitly.
-  with StopSignals() as stop, jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
+  with StopSignals(jax.process_count() > 1) as stop, jax.transfer_guard(cfg.train.get('transfer_guard', 'allow')):
     while step < total:
       n = k if total - step >= k else 1
       if n not in steps:
@@ -399,7 +405,9 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
       pending.append(metrics)
       prev, step = step, step + n
       bar.update(n)
-      stopping = stop.received is not None
+      # A signal to any process stops all of them at this same step (each saves its part of
+      # the checkpoint), so the same command resumes exactly.
+      stopping = distributed.stop_agreed(prev, step, stop.received is not None)
       log_due = step // log_every > prev // log_every or step == total or stopping
       ckpt_due = step // ckpt_every > prev // ckpt_every or step == total or stopping
       if log_due or ckpt_due:
@@ -435,7 +443,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
       if stopping:
         bar.close()
         ckpt.wait()
-        raise Preempted(step, stop.received)
+        raise Preempted(step, stop.received or signal.SIGTERM)
   bar.close()
   return state
 

@@ -2,9 +2,12 @@
 fake devices compute what 1 process x P*D devices computes."""
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,17 +22,20 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch_processes(args, num_processes: int, devices_each: int, timeout: float = 300):
-  """Starts `num_processes` launch.py processes of one run; -> their CompletedProcess-like
-  (returncode, stdout, stderr) in process order."""
+def start_processes(args, num_processes: int, devices_each: int, env=None):
+  """Starts `num_processes` launch.py processes of one run on 127.0.0.1 -> their Popens."""
   port = free_port()
-  env = dict(os.environ, PYTHONPATH=REPO,
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
-  procs = [subprocess.Popen(
+  e = dict(os.environ, PYTHONPATH=REPO, **(env or {}),
+           XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
+  return [subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args,
        f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
-       f'--process_id={i}'], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+       f'--process_id={i}'], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(num_processes)]
+
+
+def finish(procs, timeout: float = 300):
+  """-> [(returncode, stdout, stderr)] in process order; kills what outlives `timeout`."""
   out = []
   try:
     for p in procs:
@@ -40,6 +46,10 @@ def launch_processes(args, num_processes: int, devices_each: int, timeout: float
       if p.poll() is None:
         p.kill()
   return out
+
+
+def launch_processes(args, num_processes: int, devices_each: int, timeout: float = 300):
+  return finish(start_processes(args, num_processes, devices_each), timeout)
 
 
 @pytest.fixture(scope='module')
@@ -54,10 +64,15 @@ def _args(root, wd, **kw):
           *tiny_overrides(**{'train.num_steps': 10, **kw})]
 
 
-def test_two_processes_equal_one_process_with_all_devices(tmp_path, root):
-  one = run_launch(_args(root, tmp_path / 'one'), devices=4)
+def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, root):
+  """2 processes x 2 devices = 1 process x 4 devices (losses, scores, mAP); the 2 x 2 run's
+  step-10 checkpoint, resumed by 1 x 4 and by 1 x 1, ends where the 2 x 2 run ends (orbax
+  reshards on restore)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  kw = {'train.num_steps': 20}
+  one = run_launch(_args(root, tmp_path / 'one', **kw), devices=4)
   assert one.returncode == 0, one.stderr[-3000:]
-  runs = launch_processes(_args(root, tmp_path / 'two'), num_processes=2, devices_each=2)
+  runs = launch_processes(_args(root, tmp_path / 'two', **kw), num_processes=2, devices_each=2)
   for code, _, err in runs:
     assert code == 0, err[-3000:]
   a = json.loads((tmp_path / 'one' / 'results.json').read_text())
@@ -65,7 +80,8 @@ def test_two_processes_equal_one_process_with_all_devices(tmp_path, root):
   assert b['devices'] == 4 and a['devices'] == 4
   np.testing.assert_allclose(b['map'], a['map'], rtol=1e-6)
   np.testing.assert_allclose(b['map_umt'], a['map_umt'], rtol=1e-6)
-  sa, sb = np.load(tmp_path / 'one' / 'test_scores.npz'), np.load(tmp_path / 'two' / 'test_scores.npz')
+  sa = np.load(tmp_path / 'one' / 'test_scores.npz')
+  sb = np.load(tmp_path / 'two' / 'test_scores.npz')
   for vid in sa.files:
     np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-5, atol=1e-6)
   la = [json.loads(x) for x in (tmp_path / 'one' / 'metrics.jsonl').read_text().splitlines()]
@@ -76,20 +92,6 @@ def test_two_processes_equal_one_process_with_all_devices(tmp_path, root):
   assert json.loads(runs[0][1].strip().splitlines()[-1])['map'] == b['map']
   assert not runs[1][1].strip()
 
-
-def test_partial_distributed_flags_are_one_line(tmp_path, root):
-  r = run_launch([*_args(root, tmp_path / 'x'), '--num_processes=2'])
-  assert r.returncode == 2 and r.stderr.strip().startswith('error: --coordinator_address')
-
-
-def test_checkpoint_of_two_processes_resumes_on_other_layouts(tmp_path, root):
-  """Saved by 2 processes x 2 devices at step 10, resumed by 1 x 4 and by 1 x 1: all finish
-  where the uninterrupted 2 x 2 run does (orbax reshards on restore)."""
-  import shutil  # pylint: disable=import-outside-toplevel
-  kw = {'train.num_steps': 20}
-  for code, _, err in launch_processes(_args(root, tmp_path / 'two', **kw), 2, 2):
-    assert code == 0, err[-3000:]
-  full = json.loads((tmp_path / 'two' / 'results.json').read_text())
   for devices in (4, 1):
     wd = tmp_path / f'resume{devices}'
     shutil.copytree(tmp_path / 'two', wd)
@@ -102,7 +104,61 @@ def test_checkpoint_of_two_processes_resumes_on_other_layouts(tmp_path, root):
     assert history[-1]['start_step'] == 10
     res = json.loads((wd / 'results.json').read_text())
     assert res['devices'] == devices and res['steps'] == 20
-    np.testing.assert_allclose(res['map'], full['map'], rtol=1e-4)
-    sa, sb = np.load(tmp_path / 'two' / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
-    for vid in sa.files:
-      np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(res['map'], b['map'], rtol=1e-4)
+    sc = np.load(wd / 'test_scores.npz')
+    for vid in sb.files:
+      np.testing.assert_allclose(sc[vid], sb[vid], rtol=1e-4, atol=1e-5)
+
+
+def test_partial_distributed_flags_are_one_line(tmp_path, root):
+  r = run_launch([*_args(root, tmp_path / 'x'), '--num_processes=2'])
+  assert r.returncode == 2 and r.stderr.strip().startswith('error: --coordinator_address')
+
+
+def _wait_for_metrics(wd, procs, timeout=120):
+  t0 = time.time()
+  while not (wd / 'metrics.jsonl').is_file():
+    assert all(p.poll() is None for p in procs), 'a process ended before training'
+    assert time.time() - t0 < timeout, 'training did not start'
+    time.sleep(0.1)
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root):
+  kw = {'train.num_steps': 100, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
+        'train.checkpoint_every_steps': 1000}
+  ref = run_launch(_args(root, tmp_path / 'ref', **kw), devices=4)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  wd = tmp_path / 'term'
+  procs = start_processes(_args(root, wd, **kw), 2, 2)
+  _wait_for_metrics(wd, procs)
+  procs[1].send_signal(signal.SIGTERM)
+  runs = finish(procs, 120)
+  steps = set()
+  for code, _, err in runs:
+    assert code == 143, err[-3000:]
+    line = [l for l in err.splitlines() if l.startswith('preempted')][-1]
+    steps.add(int(re.fullmatch(r'preempted at step (\d+); rerun the same command to resume', line)[1]))
+  (step,) = steps  # both processes stopped after the same step
+  assert 0 < step < 100 and sorted(os.listdir(wd / 'checkpoints')) == [str(step)]
+  assert not (wd / 'results.json').exists()
+  for code, _, err in launch_processes(_args(root, wd, **kw), 2, 2):
+    assert code == 0, err[-3000:]
+  a, b = (json.loads((d / 'results.json').read_text()) for d in (tmp_path / 'ref', wd))
+  assert b['steps'] == 100
+  np.testing.assert_allclose(b['map'], a['map'], rtol=1e-6)
+  sa, sb = np.load(tmp_path / 'ref' / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
+  for vid in sa.files:
+    np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-5, atol=1e-6)
+
+
+def test_a_process_that_dies_stops_the_others_within_the_heartbeat_timeout(tmp_path, root):
+  wd = tmp_path / 'dies'
+  procs = start_processes(_args(root, wd, **{'train.num_steps': 5000, 'train.steps_per_dispatch': 1,
+                                             'train.log_every_steps': 2}), 2, 2,
+                          env={'DLVHD_HEARTBEAT_TIMEOUT_S': '3'})
+  _wait_for_metrics(wd, procs)
+  t0 = time.time()
+  procs[1].kill()
+  (code, _, err), _ = finish(procs, 60)
+  assert code != 0 and time.time() - t0 < 60
+  assert 'stopped sending heartbeats' in err, err[-2000:]
