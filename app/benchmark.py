@@ -84,7 +84,7 @@ def _peak_memory(compiled) -> tuple[int | None, str]:
 def run(cfg, workdir: str) -> dict:
   cfg = _config_for(cfg)
   objective = methods.get_objective(cfg.method)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(fsdp=cfg.get('mesh', {}).get('fsdp', 1))
   dim = _feature_dim(cfg)
   b = cfg.benchmark
   rng = np.random.RandomState(cfg.seed)
@@ -99,7 +99,9 @@ def run(cfg, workdir: str) -> dict:
   schedule = train.make_schedule(cfg, source.num_segments)
   tx, lr_fn = train.make_optimizer(cfg, schedule)
   graphdef, state = train.init_state(cfg, dim, objective, tx, mesh)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, batch, k)
+  state_bytes = parallel.bytes_per_device((state.params, state.opt_state))
+  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, batch, k,
+                               state_sharding=jax.tree.map(lambda x: x.sharding, state))
   rep = parallel.replicated(mesh)
   src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
 
@@ -167,6 +169,10 @@ def run(cfg, workdir: str) -> dict:
       'eval_windows_per_s': n_windows * r / eval_time,
       'eval_mfu': eval_flops / eval_time / peak,
       'devices': ndev,
+      'fsdp': mesh.shape[parallel.FSDP_AXIS],
+      # Parameters + optimizer state held by one device (all seeds): 1/fsdp of the
+      # matrices, plus what stays replicated.
+      'state_bytes_per_device': state_bytes,
       'platform': jax.devices()[0].platform,
       'device_kind': jax.devices()[0].device_kind,
       'dtype': cfg.model.dtype,

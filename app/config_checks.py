@@ -101,6 +101,7 @@ RULES: dict[str, Rule] = {
     'train.max_checkpoints': int_at_least(1),
     'train.transfer_guard': one_of('allow', 'log', 'disallow', 'log_explicit',
                                    'disallow_explicit'),
+    'mesh.fsdp': int_at_least(1),
     'eval.edge_rule': one_of('duplicate', 'shrink'),
     'eval.batch_size': int_at_least(1),
     'eval.every_steps': int_at_least(0),

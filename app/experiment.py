@@ -138,7 +138,7 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   then evaluates on the target test videos and writes <workdir>/results.json."""
   t0 = time.perf_counter()
   objective, data, source, target = load(cfg, workdir)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(fsdp=cfg.get('mesh', {}).get('fsdp', 1))
   parallel.check_batch(cfg.train.batch_size, mesh, 'train.batch_size')
   facts = data_facts(data)
   if mode == 'train':

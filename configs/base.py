@@ -89,6 +89,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # and eval.every_steps > 0). Target labels are never used to choose anything.
   c.train.select = 'last'
 
+  # The device mesh (dlvhd_jax/parallel.py): fsdp = k shards parameters and optimizer state
+  # k ways (the sets are split over all devices either way); 1 = data parallelism.
+  c.mesh = ml_collections.ConfigDict({'fsdp': 1})
+
   c.eval = ml_collections.ConfigDict()
   c.eval.edge_rule = 'duplicate'  # duplicate (paper) | shrink (published code)
   c.eval.batch_size = 1024  # windows per compiled call

@@ -29,7 +29,7 @@ from dlvhd_jax.errors import UserInputError
 RESUME_SAFE = ('name', 'compare_methods', 'data.root', 'train.log_every_steps',
                'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.transfer_guard',
                'train.steps_per_dispatch', 'model.remat', 'eval.edge_rule', 'eval.batch_size',
-               'benchmark', 'sweep', 'uda')
+               'benchmark', 'sweep', 'uda', 'mesh')
 
 
 def _plain(value):

@@ -55,10 +55,11 @@ def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False):
 
   if replicas:
     fn = jax.vmap(logits, in_axes=(0, None, None, None, None))
-    out = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
+    out = NamedSharding(mesh, P(None, parallel.BATCH_AXES))
   else:
     fn, out = logits, shard
-  return jax.jit(fn, in_shardings=(rep, rep, shard, shard, shard), out_shardings=out)
+  # Parameters keep the layout they come with (replicated, or FSDP-sharded: XLA gathers them).
+  return jax.jit(fn, in_shardings=(None, rep, shard, shard, shard), out_shardings=out)
 
 
 def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg, mesh,

@@ -139,7 +139,7 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
   graphdef, state = parts[0]
   if len(parts) > 1:
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[1] for p in parts])
-  return graphdef, jax.device_put(state, parallel.replicated(mesh))
+  return graphdef, jax.device_put(state, parallel.state_sharding(mesh, state, len(parts) > 1))
 
 
 def selects_best(cfg) -> bool:
@@ -188,9 +188,11 @@ def draw_batch(key, source: sampling.SegmentBank, target: sampling.SegmentBank |
 
 
 def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, mesh,
-                    batch: int, steps_per_dispatch: int = 1, total_steps: int | None = None):
+                    batch: int, steps_per_dispatch: int = 1, total_steps: int | None = None,
+                    state_sharding=None):
   """-> jitted fn(state, source_bank, target_bank) -> (state, metrics {name: [K]} or
-  [K, R] for R seeds)."""
+  [K, R] for R seeds). `state_sharding`: the state's layout (parallel.state_sharding; the
+  default replicates it); the new state keeps it."""
   parallel.check_batch(batch, mesh, 'train.batch_size')
 
   def one_step(state: TrainState, banks):
@@ -229,7 +231,8 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
                         length=steps_per_dispatch)
 
   rep = parallel.replicated(mesh)
-  return jax.jit(multi_step, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
+  state_sh = rep if state_sharding is None else state_sharding
+  return jax.jit(multi_step, in_shardings=(state_sh, rep, rep), out_shardings=(state_sh, rep),
                  donate_argnums=0)
 
 
@@ -373,8 +376,9 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
   source_dev = jax.device_put(source, rep)
   target_dev = jax.device_put(target if target is not None else source, rep)
   k = max(1, int(cfg.train.steps_per_dispatch))
+  layout = jax.tree.map(lambda x: x.sharding, state)
   make_step = lambda n: make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh,
-                                        cfg.train.batch_size, n, schedule.total_steps)
+                                        cfg.train.batch_size, n, schedule.total_steps, layout)
   steps = {k: make_step(k)}
   step = current_step(state)
   total = schedule.total_steps

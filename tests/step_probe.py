@@ -4,6 +4,7 @@ Used by test_parallel.py / test_seeds.py in subprocesses with different fake dev
 (XLA_FLAGS=--xla_force_host_platform_device_count=N must be set before jax starts):
   step_probe.py OUT METHOD STEPS_PER_DISPATCH     one run
   step_probe.py OUT METHOD seeds                  R = 3 vectorized seeds vs 3 standalone runs
+  step_probe.py OUT METHOD fsdpK                  one run, parameters sharded K ways (mesh.fsdp)
 """
 import os
 import sys
@@ -17,7 +18,7 @@ from configs import base  # noqa: E402
 from dlvhd_jax import methods, parallel, sampling, train  # noqa: E402
 
 
-def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple):
+def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple, fsdp: int = 1):
   """A tiny config and five random videos -> (cfg, features, device banks, objective, mesh)."""
   cfg = base.get_base_config()
   cfg.method = method
@@ -32,24 +33,29 @@ def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple)
   labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
   source = sampling.make_bank(feats, labels)
   target = sampling.make_bank([f + 0.5 for f in feats], None)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(fsdp=fsdp)
   rep = parallel.replicated(mesh)
   banks = (jax.device_put(source, rep), jax.device_put(target, rep))
   return cfg, feats, banks, methods.get_objective(method), mesh
 
 
-def main(out_path: str, method: str, steps_per_dispatch: int):
-  cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8))
+def main(out_path: str, method: str, steps_per_dispatch: int, fsdp: int = 1):
+  cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8), fsdp)
   schedule = train.make_schedule(cfg, src.num_segments)
   tx, lr_fn = train.make_optimizer(cfg, schedule)
   graphdef, state = train.init_state(cfg, 12, objective, tx, mesh)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch)
+  layout = jax.tree.map(lambda x: x.sharding, state)
+  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch,
+                               state_sharding=layout)
+  state_bytes = parallel.bytes_per_device((state.params, state.opt_state))
   losses = []
   for _ in range(6 // steps_per_dispatch):
     state, metrics = step(state, src, tgt)
     losses.extend(np.atleast_1d(jax.device_get(metrics['loss'])).tolist())
   leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-  np.savez(out_path, losses=np.array(losses), devices=jax.device_count(),
+  # The layout survives the steps.
+  assert jax.tree.map(lambda x: x.sharding, state) == layout
+  np.savez(out_path, losses=np.array(losses), devices=jax.device_count(), state_bytes=state_bytes,
            **{f'p{i}': x for i, x in enumerate(leaves)})
 
 
@@ -101,5 +107,7 @@ if __name__ == '__main__':
                alone_scores=got['scores'][1],
                **{f'v{i}': v for i, (v, _) in enumerate(got['params'])},
                **{f'a{i}': a for i, (_, a) in enumerate(got['params'])})
+  elif sys.argv[3].startswith('fsdp'):
+    main(sys.argv[1], sys.argv[2], 1, fsdp=int(sys.argv[3][4:]))
   else:
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
