@@ -38,8 +38,10 @@ def cell_record(res: dict, workdir: str) -> dict:
   cell['workdir'] = workdir
   val = res.get('source_val_map')
   # The label-free selection criterion: the seeds' best source-validation mAP.
-  cell['source_val_map'] = (float(np.mean(val)) if val and all(np.isfinite(v) for v in val)
-                            else None)
+  ok = bool(val) and all(np.isfinite(v) for v in val)
+  cell['source_val_map'] = float(np.mean(val)) if ok else None
+  if ok:
+    cell['_seeds_source_val_map'] = list(val)
   if 'diverged' in res:
     cell['diverged'] = res['diverged']
   per_seed = res.get('per_seed') or []
@@ -134,12 +136,12 @@ def build_table(cfg, kind, targets, results) -> dict:
           best[c] = ranked[0]
     table[metric], table[f'{metric}_ci95'] = means, cis
     table[f'{metric}_vs_source_only'], table[f'{metric}_best'] = diffs, best
-  table['source_val_map'] = {}
+  table['source_val_map'], table['source_val_map_ci95'] = {}, {}
   for r in rows:
     vals = {t: results.get(r, {}).get(t, {}).get('source_val_map') for t in targets}
-    vals[AVERAGE] = (float(np.mean(list(vals.values())))
-                     if all(v is not None for v in vals.values()) else None)
+    vals[AVERAGE], ci = _average(results, r, targets, 'source_val_map')
     table['source_val_map'][r] = vals
+    table['source_val_map_ci95'][r] = {AVERAGE: ci}
   for r in rows:
     paper_row = paper_cfg.get(r, None) or {}
     if paper_row:
@@ -229,9 +231,9 @@ def to_markdown(cfg, table) -> str:
             'no target label enters it):', '']
     out += _header(table, 'Method')
     for r in table['rows']:
-      row = table['source_val_map'][r]
+      row, ci = table['source_val_map'][r], table['source_val_map_ci95'][r]
       out.append(f"| {table['labels'][r]} | "
-                 + ' | '.join(_fmt(row[c]) for c in [*table['targets'], AVERAGE]) + ' |')
+                 + ' | '.join(_fmt(row[c], ci.get(c)) for c in [*table['targets'], AVERAGE]) + ' |')
   diverged = [(r, t) for r in table['rows'] for t in table['targets']
               if table['runs'].get(r, {}).get(t, {}).get('diverged')]
   missing = sum(table['map'][r][t] is None for r in table['rows'] for t in table['targets'])

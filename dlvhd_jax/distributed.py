@@ -2,9 +2,9 @@
 
 Every process runs the same program over one global mesh; there is no launcher or parameter
 server of our own. `initialize` runs before any other JAX call: with the three launch flags
-(a manual or torchrun-style launch), or with none where JAX can read the cluster from the
-environment (SLURM with more than one task, a multi-host Cloud TPU VM, Open MPI); otherwise
-the run stays single-process.
+(a manual or torchrun-style launch), or with none where the cluster can be read from the
+environment (SLURM or Open MPI with more than one task, Cloud TPU VMs, GKE / Kubernetes as
+JAX detects them); otherwise the run stays single-process.
 
 What a process does alone: every process loads the same (small) feature files and passes
 the full arrays; `jax.device_put` keeps each process's addressable shards. Only process 0
@@ -28,14 +28,22 @@ INIT_TIMEOUT_S = int(os.environ.get('DLVHD_INIT_TIMEOUT_S', '300'))
 
 
 def detected_cluster() -> str | None:
-  """The multi-process cluster JAX would auto-detect here, or None (a plain machine)."""
+  """The multi-process cluster this process runs in, or None (a plain machine): a SLURM job
+  step or an Open MPI job with more than one task, or what JAX's own cluster detection finds
+  (Cloud TPU VM workers, GKE TPU jobs, Kubernetes with the `kubernetes` package)."""
   env = os.environ
-  if env.get('SLURM_JOB_ID') and int(env.get('SLURM_NTASKS', '1') or 1) > 1:
-    return 'slurm'
-  if len([h for h in env.get('TPU_WORKER_HOSTNAMES', '').split(',') if h.strip()]) > 1:
-    return 'tpu'
-  if int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1:
-    return 'mpi'
+  if 'SLURM_JOB_ID' in env and 'SLURM_PROCID' in env:
+    return 'slurm' if int(env.get('SLURM_NTASKS', '1') or 1) > 1 else None
+  if 'OMPI_COMM_WORLD_SIZE' in env:
+    return 'mpi' if int(env['OMPI_COMM_WORLD_SIZE'] or 1) > 1 else None
+  try:
+    from jax._src import clusters  # pylint: disable=g-import-not-at-top  (no public API yet)
+    for cluster in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
+      if cluster.__name__ in ('GceTpuCluster', 'GkeTpuCluster', 'K8sCluster') and (
+          cluster.is_env_present()):
+        return cluster.__name__
+  except Exception:  # pylint: disable=broad-except
+    pass
   return None
 
 

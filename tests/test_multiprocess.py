@@ -162,3 +162,33 @@ def test_a_process_that_dies_stops_the_others_within_the_heartbeat_timeout(tmp_p
   (code, _, err), _ = finish(procs, 60)
   assert code != 0 and time.time() - t0 < 60
   assert 'stopped sending heartbeats' in err, err[-2000:]
+
+
+def test_cluster_detection(monkeypatch):
+  from dlvhd_jax import distributed  # pylint: disable=import-outside-toplevel
+  for var in ('SLURM_JOB_ID', 'SLURM_PROCID', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed.detected_cluster() is None
+  monkeypatch.setenv('SLURM_JOB_ID', '7')
+  monkeypatch.setenv('SLURM_PROCID', '0')
+  monkeypatch.setenv('SLURM_NTASKS', '1')
+  assert distributed.detected_cluster() is None  # an interactive one-task job stays single
+  monkeypatch.setenv('SLURM_NTASKS', '4')
+  assert distributed.detected_cluster() == 'slurm'
+  for var in ('SLURM_JOB_ID', 'SLURM_PROCID', 'SLURM_NTASKS'):
+    monkeypatch.delenv(var)
+  monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '2')
+  assert distributed.detected_cluster() == 'mpi'
+
+
+def test_scaling_table_arithmetic():
+  from app import scaling  # pylint: disable=import-outside-toplevel
+  # width 64, depth 1, DL-VHD's two heads: the model's parameter count written out.
+  w, m = 64, 128
+  block = 2 * w + (w * 3 * w + 3 * w) + (w * w + w) + 2 * w + (w * m + m) + (m * w + w)
+  head = (w * 1024 + 1024) + (1024 * 256 + 256) + (256 + 1)
+  assert scaling.parameter_bytes(w, depth=1) == 4 * (block + 2 * head)
+  assert scaling.ring_seconds(8e9, 1, 1e9) == 0.0
+  np.testing.assert_allclose(scaling.ring_seconds(8e9, 4, 1e9), 2 * 3 / 4 * 8)
+  text = scaling.table(4e9, 0.1, 256, gpus=(1, 8))
+  assert '| 8 | 2048 |' in text and text.count('\n') == 3
