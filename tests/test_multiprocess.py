@@ -124,11 +124,14 @@ def _wait_for_metrics(wd, procs, timeout=120):
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root):
+  """Also FSDP across processes: the 2 x 2 run shards its parameters 4 ways (mesh.fsdp=4) and
+  ends where the replicated 1 x 4 run does."""
   kw = {'train.num_steps': 100, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
         'train.checkpoint_every_steps': 1000}
   ref = run_launch(_args(root, tmp_path / 'ref', **kw), devices=4)
   assert ref.returncode == 0, ref.stderr[-3000:]
   wd = tmp_path / 'term'
+  kw['mesh.fsdp'] = 4
   procs = start_processes(_args(root, wd, **kw), 2, 2)
   _wait_for_metrics(wd, procs)
   procs[1].send_signal(signal.SIGTERM)
@@ -145,10 +148,10 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_p
     assert code == 0, err[-3000:]
   a, b = (json.loads((d / 'results.json').read_text()) for d in (tmp_path / 'ref', wd))
   assert b['steps'] == 100
-  np.testing.assert_allclose(b['map'], a['map'], rtol=1e-6)
+  np.testing.assert_allclose(b['map'], a['map'], rtol=1e-4)
   sa, sb = np.load(tmp_path / 'ref' / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
   for vid in sa.files:
-    np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-4, atol=1e-5)
 
 
 def test_a_process_that_dies_stops_the_others_within_the_heartbeat_timeout(tmp_path, root):
