@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from app import config_checks
-from data_pipelines import normalize, synthetic, youtube_highlights
+from data_pipelines import datasets, normalize, synthetic
 from dlvhd_jax import distributed, evaluation, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
@@ -68,7 +68,8 @@ def load(cfg, workdir: str):
   objective = methods.get_objective(cfg.method)
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
-  data = youtube_highlights.load_cross_category(data_cfg, need_target_train=objective.uses_target)
+  data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
+      data_cfg, need_target_train=objective.uses_target)
   data = normalize.normalize(data, cfg.data.get('normalize', 'none'))
   dtype = _BANK_DTYPES[cfg.data.bank_dtype]
   source = sampling.make_bank([v.features for v in data.source_train],
@@ -110,6 +111,16 @@ def check_scores(scores: list[np.ndarray], vids: list[str], workdir: str) -> Non
                          'train.learning_rate')
 
 
+def metric_of(cfg) -> str:
+  """The dataset's headline metric (data_pipelines/datasets.py)."""
+  return datasets.get(cfg.data.get('name', 'youtube_highlights')).metric
+
+
+def eval_labels(videos, metric: str) -> list[np.ndarray]:
+  """What the metric scores against: [A, T] annotator scores (top5_map) or [T] labels."""
+  return [v.annotator_scores if metric == 'top5_map' else v.labels for v in videos]
+
+
 def validator_factory(cfg, objective, mesh, videos):
   """-> make_validator(graphdef) for train.fit: source-validation mAP per seed (the
   published-code AP over the held-out source videos; -inf for a seed with NaN scores), or
@@ -117,7 +128,8 @@ def validator_factory(cfg, objective, mesh, videos):
   if not videos or int(cfg.eval.get('every_steps', 0)) <= 0:
     return None
   replicas = train.num_seeds(cfg) > 1
-  feats, labels = [v.features for v in videos], [v.labels for v in videos]
+  metric = metric_of(cfg)
+  feats, labels = [v.features for v in videos], eval_labels(videos, metric)
   vids = [v.vid for v in videos]
 
   def make_validator(graphdef):
@@ -127,7 +139,7 @@ def validator_factory(cfg, objective, mesh, videos):
       scores = evaluation.predict(graphdef, params, feats, objective.eval_heads, cfg, mesh,
                                   replicas=replicas, logit_fn=logit_fn)
       per_seed = [[s[r] for s in scores] for r in range(train.num_seeds(cfg))] if replicas else [scores]
-      return np.array([evaluation.summarize(vids, labels, sc)['map']
+      return np.array([evaluation.summarize(vids, labels, sc, metric)['map']
                        if all(np.isfinite(x).all() for x in sc) else -np.inf for sc in per_seed])
     return validate
   return make_validator
@@ -161,7 +173,9 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   per_seed = [[s[r] for s in scores] for r in range(len(seeds))] if len(seeds) > 1 else [scores]
   for sc in per_seed:
     check_scores(sc, vids, workdir)
-  results = evaluation.summarize_seeds(vids, [v.labels for v in data.target_test], per_seed, seeds)
+  metric = metric_of(cfg)
+  test_labels = eval_labels(data.target_test, metric)
+  results = evaluation.summarize_seeds(vids, test_labels, per_seed, seeds, metric)
   schedule = train.make_schedule(cfg, source.num_segments)
   results.update({
       'method': cfg.method,
@@ -192,15 +206,17 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
     last = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
                               objective.eval_heads, cfg, mesh, replicas=len(seeds) > 1)
     last = [[s[r] for s in last] for r in range(len(seeds))] if len(seeds) > 1 else [last]
-    summary = evaluation.summarize_seeds(vids, [v.labels for v in data.target_test], last, seeds)
+    summary = evaluation.summarize_seeds(vids, test_labels, last, seeds, metric)
     results['last_step'] = {k: summary[k] for k in ('map', 'map_ci95', 'map_umt', 'map_umt_ci95')}
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
   ci = lambda k: f" ± {results[k + '_ci95']:.4f}" if results[k + '_ci95'] is not None else ''
   if is_primary():
+    headline = (f"top-5 mAP {results['map']:.4f}{ci('map')}" if metric == 'top5_map' else
+                f"mAP {results['map']:.4f}{ci('map')} (UMT protocol {results['map_umt']:.4f}"
+                f"{ci('map_umt')})")
     print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
-          f"mAP {results['map']:.4f}{ci('map')} (UMT protocol {results['map_umt']:.4f}"
-          f"{ci('map_umt')}) over {results['num_test_videos']} test videos"
+          f"{headline} over {results['num_test_videos']} test videos"
           f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}; "
           f"results in {workdir}/results.json", file=sys.stderr)
   return results

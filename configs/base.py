@@ -17,13 +17,16 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.compare_methods = ()  # several methods on the same data, one sub-workdir each
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'youtube_highlights'  # youtube_highlights (UMT layout) | synthetic (embedded)
+  # youtube_highlights (UMT layout) | tvsum | synthetic (embedded): data_pipelines/datasets.py
+  c.data.name = 'youtube_highlights'
   c.data.root = ''  # folder with youtube_anno.json + video_features/ ('' for synthetic: <workdir>/data)
   c.data.synthetic_seed = 0
   c.data.source_category = 'surfing'
   c.data.target_category = 'skiing'
   c.data.features = 'rgb+opt'  # rgb | opt | rgb+opt (concatenated) | any <name> with <vid>_<name>.npy
-  c.data.split = 'umt'  # umt | official | random
+  c.data.split = 'umt'  # umt | official | random (YouTube Highlights) | paper (TVSum: 2 longest train)
+  c.data.annotation = 'official'  # TVSum: official (ydata-*.tsv) | public (tvsum_anno.json)
+  c.data.clip_seconds = 2.0  # TVSum: seconds per feature row (2 in the public I3D release)
   c.data.split_seed = 42  # seed of the paper's 70/30 random split
   c.data.bank_dtype = 'float32'  # dtype of the device-resident feature bank
   # Feature normalization before training and scoring: none (paper) | l2 (each segment to unit

@@ -30,6 +30,8 @@ class Video:
   category: str
   features: np.ndarray  # [T, D] float32
   labels: np.ndarray  # [T] float32 (match values)
+  # [A, T] per-annotator segment scores where the evaluation protocol needs them (TVSum).
+  annotator_scores: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -208,8 +210,9 @@ def feature_streams(features: str) -> list[str]:
   return streams
 
 
-def load_feature_file(path: str, vid: str, num_clips: int) -> np.ndarray:
-  """One stream of one video -> [num_clips, d] float32, or a one-line error naming the file."""
+def load_feature_file(path: str, vid: str, num_clips: int, where: str | None = None) -> np.ndarray:
+  """One stream of one video -> [num_clips, d] float32, or a one-line error naming the file.
+  `where` says where the clip count comes from (default: the annotation file)."""
   try:
     arr = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError) as e:
@@ -222,7 +225,7 @@ def load_feature_file(path: str, vid: str, num_clips: int) -> np.ndarray:
     arr = arr[:, None]
   if arr.ndim != 2 or arr.shape[0] != num_clips or arr.shape[1] == 0:
     raise UserInputError(f'{path} has shape {arr.shape} but {vid} has {num_clips} clips in '
-                         f'{ANNOTATION}: one row per clip is required; re-extract it')
+                         f'{where or ANNOTATION}: one row per clip is required; re-extract it')
   arr = arr.astype(np.float32)
   if not np.all(np.isfinite(arr)):
     raise UserInputError(f'{path} contains NaN or inf values; re-extract it')

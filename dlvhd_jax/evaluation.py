@@ -166,12 +166,43 @@ def count_ties(scores: list[np.ndarray]) -> int:
   return total
 
 
-def summarize(vids: list[str], labels: list[np.ndarray], scores: list[np.ndarray]) -> dict:
-  """Per-video APs and both mAPs: `map` (published code; no-positive videos skipped) and `map_umt`."""
+def top5_average_precision(annotator_scores: np.ndarray, scores: np.ndarray, k: int = 5) -> float:
+  """TVSum's top-5 AP of one video (UMT / UniVTG / lighthouse protocol), mean over annotators.
+
+  annotator_scores [A, T] (each annotator's segment scores), scores [T] (the model's). Per
+  annotator: binarize its scores as `> median`, take the k segments the model ranks highest,
+  and compute the UMT-protocol AP of that ranked list (trapezoid, precision 1 at recall 0;
+  0 if none of the k is positive; ties of model scores in expectation over their orders).
+  """
+  _check_finite(scores)
+  s = np.asarray(scores, np.float64)
+  top = np.argsort(-s, kind='stable')[:k]
+  aps = []
+  for a in np.atleast_2d(np.asarray(annotator_scores, np.float64)):
+    y = (a > np.median(a)).astype(np.float64)
+    aps.append(average_precision_umt(y[top], s[top]))
+  return float(np.mean(aps))
+
+
+def summarize(vids: list[str], labels: list[np.ndarray], scores: list[np.ndarray],
+              metric: str = 'map') -> dict:
+  """Per-video APs and the mAPs. metric 'map' (YouTube Highlights): `map` = published-code AP
+  (no-positive videos skipped) and `map_umt` = UMT's protocol, labels [T]. metric 'top5_map'
+  (TVSum): labels are [A, T] annotator scores and both `map` and `map_umt` are the top-5 mAP
+  (that protocol is UMT's); `metric` names the headline number."""
+  if metric == 'top5_map':
+    ap = {v: top5_average_precision(y, s) for v, y, s in zip(vids, labels, scores)}
+    value = float(np.mean(list(ap.values())))
+    return {'metric': metric, 'map': value, 'map_umt': value, 'num_test_videos': len(vids),
+            'num_videos_with_positive': len(vids), 'per_video_ap': dict(ap),
+            'per_video_ap_umt': dict(ap)}
+  if metric != 'map':
+    raise ValueError(f'unknown metric {metric!r}')
   ap = {v: average_precision(y, s) for v, y, s in zip(vids, labels, scores)}
   ap_umt = {v: average_precision_umt(y, s) for v, y, s in zip(vids, labels, scores)}
   valid = [a for a in ap.values() if not np.isnan(a)]
   return {
+      'metric': metric,
       'map': float(np.mean(valid)) if valid else float('nan'),
       'map_umt': float(np.mean(list(ap_umt.values()))),
       'num_test_videos': len(vids),
@@ -181,15 +212,16 @@ def summarize(vids: list[str], labels: list[np.ndarray], scores: list[np.ndarray
   }
 
 
-def summarize_seeds(vids: list[str], labels: list[np.ndarray], scores_per_seed, seeds) -> dict:
+def summarize_seeds(vids: list[str], labels: list[np.ndarray], scores_per_seed, seeds,
+                    metric: str = 'map') -> dict:
   """Results of R independently seeded models on the same test videos.
 
   scores_per_seed: R lists of [T_v] scores. `map` / `map_umt` are means over seeds, with
   `*_std` (ddof 1) and `*_ci95` (half-width of the 95% t interval; None for one seed);
   `per_video_ap(_umt)` are per-video means over seeds; `per_seed` keeps each seed's numbers.
   """
-  runs = [summarize(vids, labels, sc) for sc in scores_per_seed]
-  out = {}
+  runs = [summarize(vids, labels, sc, metric) for sc in scores_per_seed]
+  out = {'metric': metric}
   for metric in ('map', 'map_umt'):
     m = stats.mean_ci([r[metric] for r in runs])
     out.update({metric: m['mean'], f'{metric}_std': m['std'], f'{metric}_ci95': m['ci95']})
@@ -204,7 +236,7 @@ def summarize_seeds(vids: list[str], labels: list[np.ndarray], scores_per_seed, 
       'num_seeds': len(runs),
       'num_test_videos': len(vids),
       'num_videos_with_positive': runs[0]['num_videos_with_positive'],
-      'num_test_segments': int(sum(len(y) for y in labels)),
+      'num_test_segments': int(sum(np.shape(y)[-1] for y in labels)),
       'tied_test_segments': max(ties),
       **per_video,
       'per_seed': [{'seed': int(seed), 'map': r['map'], 'map_umt': r['map_umt'],

@@ -1,0 +1,297 @@
+"""TVSum (Song et al., CVPR 2015): 50 videos, 10 categories, 20 annotators' importance scores.
+
+Either annotation layout a user has (`data.annotation`; default official, the other one is
+used when only it is present):
+
+  official  <root>/ydata-tvsum50-anno.tsv   vid \\t category \\t frame scores 1..5 (one line
+                                            per annotator, 20 per video)
+            <root>/ydata-tvsum50-info.tsv   header `category video_id title url length`
+                                            (length m:ss)
+  public    <root>/tvsum_anno.json          {vid: {"fps", "frames", "domain", "length",
+                                            "anno": [[20 scores] per clip], ...}}
+
+and the features `<root>/video_features/<vid>_<stream>.npy`, one row per clip of
+`data.clip_seconds` (2 s in the public I3D release: row t covers seconds [2t, 2t+2); there are
+floor(duration / 2) rows; fps = frames / duration).
+
+A segment's label for annotator a is the mean of a's frame scores inside the segment
+(official) or a's score of the clip (public); the training label is the mean over
+annotators. Test videos keep every annotator's scores [A, T] for the top-5 mAP protocol
+(dlvhd_jax/evaluation.py). Splits: `paper` (per category the 2 longest videos train, the
+other 3 test) and `umt` (<root>/splits/umt_splits.json: {category: {"train", "val"}}).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from data_pipelines import youtube_highlights as yh
+from dlvhd_jax.errors import UserInputError
+
+OFFICIAL_ANNO = 'ydata-tvsum50-anno.tsv'
+OFFICIAL_INFO = 'ydata-tvsum50-info.tsv'
+PUBLIC_ANNO = 'tvsum_anno.json'
+METRIC = 'top5_map'
+
+
+def _seconds(length: str, where: str) -> float:
+  """'m:ss' (or 'h:mm:ss') -> seconds."""
+  try:
+    parts = [float(p) for p in str(length).strip().split(':')]
+    total = 0.0
+    for p in parts:
+      total = total * 60 + p
+    if not parts or total <= 0:
+      raise ValueError
+    return total
+  except ValueError:
+    raise UserInputError(f'{where}: length {length!r} is not m:ss') from None
+
+
+# Common video frame rates, the NTSC ones first: most "30 fps" web video is 29.97.
+STANDARD_FPS = (29.97, 23.976, 25.0, 59.94, 30.0, 24.0, 50.0, 60.0)
+
+
+def frame_rate(num_frames: int, length_s: float) -> float:
+  """The frame rate of a video of `num_frames` frames whose info-file length (m:ss) is
+  `length_s`. That length is whole seconds, rounded for some videos and cut for others, so
+  the duration lies in [length - 0.5, length + 1); the first common rate in the matching fps
+  range (NTSC first) is taken, else frames / (length + 0.25). frames / length itself moves
+  clip boundaries by up to a second over a long video. Used only when the public release's
+  file (which stores each video's true fps) is not beside the official files: against it,
+  this estimate is the true rate for 41 of the 50 videos and the labels agree within 0.1
+  for 44 (0.4 at worst)."""
+  lo, hi = num_frames / (length_s + 1.0), num_frames / max(length_s - 0.5, 1e-6)
+  fits = [f for f in STANDARD_FPS if lo < f <= hi]
+  return fits[0] if fits else num_frames / (length_s + 0.25)
+
+
+def read_official(root: str) -> dict:
+  """-> {vid: {'category', 'duration', 'frames' [A, F] float32}} from the authors' two files."""
+  info_path, anno_path = os.path.join(root, OFFICIAL_INFO), os.path.join(root, OFFICIAL_ANNO)
+  info = {}
+  try:
+    with open(info_path, newline='', encoding='utf-8', errors='replace') as f:
+      rows = list(csv.reader(f, delimiter='\t'))
+  except OSError as e:
+    raise UserInputError(f'{info_path} is not readable ({e.strerror}); check data.root') from None
+  if not rows or [h.strip().lower() for h in rows[0][:2]] != ['category', 'video_id']:
+    raise UserInputError(f'{info_path}: the first line must be the header '
+                         '"category video_id title url length"')
+  for i, row in enumerate(rows[1:], 2):
+    if not row:
+      continue
+    if len(row) < 5:
+      raise UserInputError(f'{info_path} line {i}: expected 5 tab-separated fields '
+                           '(category, video_id, title, url, length)')
+    info[row[1].strip()] = (row[0].strip(), _seconds(row[4], f'{info_path} line {i}'))
+  scores: dict[str, list] = {}
+  try:
+    with open(anno_path, encoding='utf-8') as f:
+      for i, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        parts = line.rstrip('\n').split('\t')
+        if len(parts) != 3:
+          raise UserInputError(f'{anno_path} line {i}: expected video_id, category and '
+                               'comma-separated frame scores, tab-separated')
+        try:
+          frames = np.array([float(x) for x in parts[2].split(',')], np.float32)
+        except ValueError:
+          raise UserInputError(f'{anno_path} line {i}: frame scores must be numbers') from None
+        scores.setdefault(parts[0].strip(), []).append(frames)
+  except OSError as e:
+    raise UserInputError(f'{anno_path} is not readable ({e.strerror}); check data.root') from None
+  # The public release beside the official files knows each video's exact fps.
+  known_fps = {}
+  if os.path.isfile(os.path.join(root, PUBLIC_ANNO)):
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+      with open(os.path.join(root, PUBLIC_ANNO)) as f:
+        known_fps = {v: float(e['fps']) for v, e in json.load(f).items() if 'fps' in e}
+  out = {}
+  for vid, per_annotator in scores.items():
+    if vid not in info:
+      raise UserInputError(f'{anno_path} has video {vid!r}, which {info_path} does not list')
+    if len({len(s) for s in per_annotator}) != 1:
+      raise UserInputError(f'{anno_path}: the annotators of {vid!r} scored different numbers '
+                           'of frames')
+    category, length = info[vid]
+    frames = np.stack(per_annotator)
+    fps = known_fps.get(vid) or frame_rate(frames.shape[1], length)
+    out[vid] = {'category': category, 'duration': frames.shape[1] / fps, 'fps': fps,
+                'frames': frames}
+  return out
+
+
+def read_public(root: str) -> dict:
+  """-> {vid: {'category', 'duration', 'clips' [A, T] float32}} from the public release."""
+  path = os.path.join(root, PUBLIC_ANNO)
+  try:
+    with open(path) as f:
+      anno = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
+  if not isinstance(anno, dict) or not anno:
+    raise UserInputError(f'{path} must be a non-empty object {{vid: {{...}}}}')
+  out = {}
+  for vid, e in anno.items():
+    missing = [k for k in ('domain', 'anno') if not isinstance(e, dict) or k not in e]
+    if missing:
+      raise UserInputError(f'{path}: video {vid!r} lacks field(s) {missing}')
+    try:
+      clips = np.asarray(e['anno'], np.float32)
+    except (TypeError, ValueError):
+      raise UserInputError(f'{path}: video {vid!r} has an "anno" that is not a list of '
+                           'per-clip score lists') from None
+    if clips.ndim != 2 or not np.all(np.isfinite(clips)):
+      raise UserInputError(f'{path}: video {vid!r} needs "anno" as [[score per annotator] per clip]')
+    try:
+      duration = float(e['frames']) / float(e['fps'])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+      if 'length' not in e:
+        raise UserInputError(f'{path}: video {vid!r} needs "frames" and "fps" (or "length")') from None
+      duration = _seconds(e['length'], f'{path} video {vid!r}')
+    out[vid] = {'category': e['domain'], 'duration': duration, 'clips': clips.T}
+  return out
+
+
+def read_annotations(root: str, which: str) -> tuple[dict, str]:
+  """-> ({vid: entry}, the layout read)."""
+  if not root or not os.path.isdir(root):
+    raise UserInputError(f'data.root={root!r} does not exist: pass --config.data.root=<folder with '
+                         f'{OFFICIAL_ANNO} + {OFFICIAL_INFO} or {PUBLIC_ANNO}, and video_features/>')
+  have_official = all(os.path.isfile(os.path.join(root, n)) for n in (OFFICIAL_ANNO, OFFICIAL_INFO))
+  have_public = os.path.isfile(os.path.join(root, PUBLIC_ANNO))
+  if which not in ('official', 'public'):
+    raise UserInputError(f"data.annotation={which!r}: use 'official' or 'public'")
+  if not (have_official or have_public):
+    raise UserInputError(f'{root} holds neither {OFFICIAL_ANNO} + {OFFICIAL_INFO} nor {PUBLIC_ANNO}: '
+                         'point data.root at the TVSum annotation files')
+  if which == 'official' and not have_official:
+    which = 'public'
+  elif which == 'public' and not have_public:
+    which = 'official'
+  return (read_official(root) if which == 'official' else read_public(root)), which
+
+
+def segment_scores(entry: dict, num_segments: int, clip_seconds: float) -> np.ndarray:
+  """Per annotator, the mean of its frame scores inside each segment [t*c, (t+1)*c) seconds
+  (official layout) or its clip scores (public layout): -> [A, num_segments]."""
+  if 'clips' in entry:
+    clips = entry['clips']
+    if clips.shape[1] < num_segments:
+      raise ValueError(f'{clips.shape[1]} annotated clips for {num_segments} feature rows')
+    return clips[:, :num_segments]
+  frames = entry['frames']
+  n = frames.shape[1]
+  fps = entry['fps']
+  out = np.empty((frames.shape[0], num_segments), np.float32)
+  for t in range(num_segments):
+    lo = min(int(round(t * clip_seconds * fps)), n - 1)
+    hi = max(min(int(round((t + 1) * clip_seconds * fps)), n), lo + 1)
+    out[:, t] = frames[:, lo:hi].mean(axis=1)
+  return out
+
+
+def split_ids(root: str, anno: dict, category: str, split: str) -> tuple[list[str], list[str]]:
+  ids = sorted(v for v, e in anno.items() if e['category'] == category)
+  if split == 'paper':
+    # Per category the 2 longest videos train, the other 3 test (the paper).
+    longest = sorted(ids, key=lambda v: (-anno[v]['duration'], v))
+    return sorted(longest[:2]), sorted(longest[2:])
+  if split == 'umt':
+    path = os.path.join(root, 'splits', 'umt_splits.json')
+    table = yh._read_json(path, 'data.split=umt')  # pylint: disable=protected-access
+    entry = table.get(category) if isinstance(table, dict) else None
+    if not isinstance(entry, dict):
+      raise UserInputError(f'{path} has no entry {{"train": [...], "val": [...]}} for '
+                           f'{category!r}: add one or use --config.data.split=paper')
+    train, test = list(entry.get('train', [])), list(entry.get('val', []))
+    foreign = [v for v in [*train, *test] if v in anno and anno[v]['category'] != category]
+    if foreign:
+      raise UserInputError(f'{path} lists {foreign[0]!r} under {category!r} but its category '
+                           f'is {anno[foreign[0]]["category"]!r}; fix the split file')
+    return [v for v in train if v in anno], [v for v in test if v in anno]
+  raise UserInputError(f"data.split={split!r} is not one of 'paper', 'umt' for TVSum")
+
+
+def load_video(root: str, vid: str, entry: dict, streams: list[str], clip_seconds: float,
+               stream_dims: dict) -> yh.Video | None:
+  parts = []
+  expected = int(entry['duration'] // clip_seconds)
+  for s in streams:
+    path = os.path.join(root, 'video_features', f'{vid}_{s}.npy')
+    if not os.path.isfile(path):
+      return None
+    try:
+      rows = np.load(path, mmap_mode='r').shape[0]
+    except (OSError, ValueError, EOFError, IndexError):
+      rows = expected  # unreadable: load_feature_file names the problem
+    if abs(rows - expected) > 1:
+      raise UserInputError(f'{path} has {rows} rows but {vid} lasts {entry["duration"]:.1f} s, '
+                           f'i.e. {expected} clips of data.clip_seconds={clip_seconds}: set '
+                           'data.clip_seconds to the features\' clip length or re-extract them')
+    arr = yh.load_feature_file(path, vid, rows, where=f'its {rows} rows')
+    want = stream_dims.setdefault(s, arr.shape[1])
+    if arr.shape[1] != want:
+      raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other {s!r} '
+                           f'files have {want}; re-extract it')
+    parts.append(arr)
+  t = min(len(p) for p in parts)
+  try:
+    per_annotator = segment_scores(entry, t, clip_seconds)
+  except ValueError as e:
+    raise UserInputError(f'{vid}: {e} in {os.path.join(root, "video_features")}; the annotation '
+                         'and the features disagree') from None
+  feats = np.concatenate([p[:t] for p in parts], axis=1)
+  v = yh.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
+  v.annotator_scores = per_annotator
+  return v
+
+
+def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.CrossCategoryData:
+  """Source train, target train (labels hidden) and target test videos of TVSum."""
+  root = data_cfg.root
+  anno, layout = read_annotations(root, data_cfg.get('annotation', 'official'))
+  cats = sorted({e['category'] for e in anno.values()})
+  for field in ('source_category', 'target_category'):
+    if data_cfg[field] not in cats:
+      raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of {root} '
+                           f'({layout} annotation); categories there: {cats}')
+  streams = yh.feature_streams(data_cfg.features)
+  clip = float(data_cfg.get('clip_seconds', 2.0))
+  split = data_cfg.split
+  src_train, _ = split_ids(root, anno, data_cfg.source_category, split)
+  tgt_train, tgt_test = split_ids(root, anno, data_cfg.target_category, split)
+  dims, missing = {}, []
+
+  def load(ids):
+    out = []
+    for vid in ids:
+      v = load_video(root, vid, anno[vid], streams, clip, dims)
+      (missing.append(vid) if v is None else out.append(v))
+    return out
+  source = load(src_train)
+  target = load(tgt_train) if need_target_train else []
+  test = load(tgt_test)
+  if missing:
+    logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
+                    '+'.join(streams), os.path.join(root, 'video_features'), ' '.join(missing))
+  for name, vids, cat in (('source training', source, data_cfg.source_category),
+                          ('target test', test, data_cfg.target_category),
+                          *((('target training', target, data_cfg.target_category),)
+                            if need_target_train else ())):
+    if not vids:
+      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
+                           f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
+  source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
+                                           int(data_cfg.split_seed) + 1, data_cfg.source_category)
+  for v in target:
+    v.labels = np.zeros_like(v.labels)
+    v.annotator_scores = None
+  return yh.CrossCategoryData(source, target, test, sum(dims.values()), source_val)

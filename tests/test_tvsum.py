@@ -1,0 +1,141 @@
+"""TVSum: both annotation layouts, the splits, the top-5 mAP protocol, and a run end to end."""
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, tiny_overrides
+from data_pipelines import datasets, tvsum
+from dlvhd_jax import evaluation
+from dlvhd_jax.errors import UserInputError
+
+TVSUM = os.path.join(SHARED_DATA, 'tvsum')
+
+
+@pytest.fixture
+def real_tvsum():
+  if not os.path.isfile(os.path.join(TVSUM, tvsum.OFFICIAL_ANNO)):
+    pytest.skip(f'TVSum annotation files not found at {TVSUM} (../shared is absent)')
+  return TVSUM
+
+
+def test_both_real_layouts_give_the_same_labels(real_tvsum):
+  official, which_o = tvsum.read_annotations(real_tvsum, 'official')
+  public, which_p = tvsum.read_annotations(real_tvsum, 'public')
+  assert (which_o, which_p) == ('official', 'public') and len(official) == len(public) == 50
+  assert sorted({e['category'] for e in official.values()}) == sorted(
+      ['VT', 'VU', 'GA', 'MS', 'PK', 'PR', 'FM', 'BK', 'BT', 'DS'])
+  for vid, e in official.items():
+    assert public[vid]['category'] == e['category']
+    t = public[vid]['clips'].shape[1]
+    assert int(e['duration'] // 2) == t  # floor(duration / 2 s) clips, in both layouts
+    a, b = (tvsum.segment_scores(x, t, 2.0) for x in (e, public[vid]))
+    assert a.shape == b.shape == (20, t)
+    np.testing.assert_allclose(a.mean(0), b.mean(0), atol=0.1, err_msg=vid)
+
+
+def test_real_splits(real_tvsum):
+  anno, _ = tvsum.read_annotations(real_tvsum, 'official')
+  train, test = tvsum.split_ids(real_tvsum, anno, 'VT', 'paper')
+  assert len(train) == 2 and len(test) == 3 and not set(train) & set(test)
+  assert min(anno[v]['duration'] for v in train) >= max(anno[v]['duration'] for v in test)
+  train, test = tvsum.split_ids(real_tvsum, anno, 'VT', 'umt')
+  assert len(train) == 4 and len(test) == 1
+
+
+def test_top5_ap_by_hand():
+  # One annotator, 8 segments. Its scores' median is 2.5: positives are segments 0, 3, 5, 6.
+  ann = np.array([[3, 1, 2, 4, 1, 5, 3, 2]], float)
+  model = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+  # Top 5 by the model: segments 0..4 -> [1, 0, 0, 1, 0], 2 positives. UMT's trapezoid walks
+  # every rank from (recall 0, precision 1): rank 1 (0.5, 1) adds 0.5 * (1 + 1) / 2 = 0.5;
+  # ranks 2, 3 move precision to 1/2, 1/3 at the same recall (no area); rank 4 (1.0, 1/2) adds
+  # 0.5 * (1/3 + 1/2) / 2 = 5/24. AP = 17/24.
+  assert evaluation.top5_average_precision(ann, model) == pytest.approx(17 / 24)
+  # The model's ranking decides which 5 count: the reverse ranking keeps segments 3..7.
+  # [4, 1, 5, 3, 2] by the model's order 7, 6, 5, 4, 3 -> labels [0, 1, 1, 0, 1], 3 positives:
+  # rank 1 (0, 0) adds 0; rank 2 (1/3, 1/2) adds 1/3 * (0 + 1/2) / 2 = 1/12; rank 3 (2/3, 2/3)
+  # adds 1/3 * (1/2 + 2/3) / 2 = 7/36; rank 4 (2/3, 1/2) none; rank 5 (1, 3/5) adds
+  # 1/3 * (1/2 + 3/5) / 2 = 11/60. AP = 1/12 + 7/36 + 11/60 = 83/180.
+  assert evaluation.top5_average_precision(ann, -model) == pytest.approx(83 / 180)
+  none = np.array([[5, 5, 5, 5, 5, 1, 1, 1]], float)  # median 5: nothing is > median -> AP 0
+  assert evaluation.top5_average_precision(none, model) == 0.0
+  two = np.concatenate([ann, none])  # annotators are averaged
+  assert evaluation.top5_average_precision(two, model) == pytest.approx(17 / 48)
+  res = evaluation.summarize(['a', 'b'], [ann, two], [model, model], 'top5_map')
+  assert res['metric'] == 'top5_map' and res['map'] == pytest.approx((17 / 24 + 17 / 48) / 2)
+
+
+def write_tvsum(root, layout: str, rng_seed=0, dim=8):
+  """A small TVSum in the official or public layout: 2 categories x 5 videos with I3D-like
+  rows (one per 2 s clip) whose first feature carries the annotators' mean score."""
+  rng = np.random.RandomState(rng_seed)
+  os.makedirs(os.path.join(root, 'video_features'), exist_ok=True)
+  info, anno_lines, public = ['category\tvideo_id\ttitle\turl\tlength'], [], {}
+  for c in ('VT', 'BK'):
+    for i in range(5):
+      vid, fps = f'{c}_{i}', 30.0
+      seconds = 20 + 4 * i + int(rng.randint(0, 3))
+      frames = int(seconds * fps)
+      clips = seconds // 2
+      shot = rng.randint(1, 6, size=clips).astype(float)
+      per_ann = np.clip(shot[None] + rng.randint(-1, 2, size=(20, clips)), 1, 5)
+      frame_scores = np.repeat(per_ann, int(2 * fps), axis=1)
+      # An odd second at the end (no clip of its own) repeats the last clip's scores.
+      frame_scores = np.pad(frame_scores, ((0, 0), (0, frames - frame_scores.shape[1])), 'edge')
+      info.append(f'{c}\t{vid}\ttitle\thttp://x\t{seconds // 60}:{seconds % 60:02d}')
+      anno_lines += [f'{vid}\t{c}\t' + ','.join(str(int(x)) for x in fs) for fs in frame_scores]
+      public[vid] = {'fps': fps, 'frames': str(frames), 'domain': c, 'length': '',
+                     'anno': per_ann.T.tolist()}
+      feats = rng.randn(clips, dim).astype(np.float32)
+      feats[:, 0] += per_ann.mean(0) - 3
+      np.save(os.path.join(root, 'video_features', f'{vid}_rgb.npy'), feats)
+      np.save(os.path.join(root, 'video_features', f'{vid}_opt.npy'), feats[:, ::-1].copy())
+  if layout == 'official':
+    with open(os.path.join(root, tvsum.OFFICIAL_INFO), 'w') as f:
+      f.write('\n'.join(info) + '\n')
+    with open(os.path.join(root, tvsum.OFFICIAL_ANNO), 'w') as f:
+      f.write('\n'.join(anno_lines) + '\n')
+  else:
+    with open(os.path.join(root, tvsum.PUBLIC_ANNO), 'w') as f:
+      json.dump(public, f)
+  return root
+
+
+def _cfg(root, **kw):
+  c = dict(name='tvsum', root=root, source_category='VT', target_category='VT',
+           features='rgb+opt', split='paper', split_seed=42, annotation='official',
+           clip_seconds=2.0, val_fraction=0.0)
+  c.update(kw)
+  return ml_collections.ConfigDict(c)
+
+
+def test_layouts_load_the_same_videos(tmp_path):
+  a = datasets.get('tvsum').load(_cfg(write_tvsum(str(tmp_path / 'o'), 'official')))
+  b = datasets.get('tvsum').load(_cfg(write_tvsum(str(tmp_path / 'p'), 'public')))
+  assert [v.vid for v in a.target_test] == [v.vid for v in b.target_test]
+  assert len(a.source_train) == 2 and len(a.target_test) == 3 and a.feature_dim == 16
+  for x, y in zip(a.target_test + a.source_train, b.target_test + b.source_train):
+    # Up to the clip boundaries: without the public file the official layout's fps is
+    # estimated from the m:ss length (29.97 here, for 30).
+    np.testing.assert_allclose(x.labels, y.labels, atol=0.1)
+    np.testing.assert_array_equal(x.features, y.features)
+  assert a.target_test[0].annotator_scores.shape == (20, len(a.target_test[0].labels))
+  with pytest.raises(UserInputError, match='not a TVSum category'):
+    datasets.get('tvsum').load(_cfg(str(tmp_path / 'o'), source_category='surfing'))
+
+
+def test_tvsum_run_reports_top5_map(tmp_path):
+  import launch  # pylint: disable=import-outside-toplevel
+  root = write_tvsum(str(tmp_path / 'd'), 'official')
+  wd = tmp_path / 'wd'
+  argv = ['launch.py', '--noprogress', '--config=configs/youtube_sl.py', f'--workdir={wd}',
+          '--config.data.name=tvsum', f'--config.data.root={root}', '--config.data.split=paper',
+          '--config.data.source_category=VT', '--config.data.target_category=VT',
+          *tiny_overrides(**{'train.num_steps': 10})]
+  assert launch.main(argv) == 0
+  res = json.loads((wd / 'results.json').read_text())
+  assert res['metric'] == 'top5_map' and 0.0 <= res['map'] <= 1.0 and res['num_test_videos'] == 3
+  assert res['map'] == pytest.approx(np.mean(list(res['per_video_ap'].values())))
