@@ -68,6 +68,8 @@ def load(cfg, workdir: str):
   objective = methods.get_objective(cfg.method)
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
+  with data_cfg.unlocked():
+    data_cfg.activitynet_label_rule = cfg.get('activitynet', {}).get('label_rule', 'spec')
   data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
       data_cfg, need_target_train=objective.uses_target)
   data = normalize.normalize(data, cfg.data.get('normalize', 'none'))

@@ -17,7 +17,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.compare_methods = ()  # several methods on the same data, one sub-workdir each
 
   c.data = ml_collections.ConfigDict()
-  # youtube_highlights (UMT layout) | tvsum | synthetic (embedded): data_pipelines/datasets.py
+  # youtube_highlights (UMT layout) | tvsum | activitynet | synthetic (embedded):
+  # data_pipelines/datasets.py
   c.data.name = 'youtube_highlights'
   c.data.root = ''  # folder with youtube_anno.json + video_features/ ('' for synthetic: <workdir>/data)
   c.data.synthetic_seed = 0
@@ -26,7 +27,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.features = 'rgb+opt'  # rgb | opt | rgb+opt (concatenated) | any <name> with <vid>_<name>.npy
   c.data.split = 'umt'  # umt | official | random (YouTube Highlights) | paper (TVSum: 2 longest train)
   c.data.annotation = 'official'  # TVSum: official (ydata-*.tsv) | public (tvsum_anno.json)
-  c.data.clip_seconds = 2.0  # TVSum: seconds per feature row (2 in the public I3D release)
+  # Seconds per feature row of TVSum / ActivityNet features; -1 = the dataset's (TVSum 2 s as
+  # the public I3D release, ActivityNet 3.2 s = 16 frames at 5 fps).
+  c.data.clip_seconds = -1.0
   c.data.split_seed = 42  # seed of the paper's 70/30 random split
   c.data.bank_dtype = 'float32'  # dtype of the device-resident feature bank
   # Feature normalization before training and scoring: none (paper) | l2 (each segment to unit
@@ -38,6 +41,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Share of the source category's training videos held out as source validation for
   # label-free model selection (eval.every_steps, train.select); 0 = the paper (none).
   c.data.val_fraction = 0.0
+
+  # ActivityNet segment labels: spec (coverage, max over the category's events) | published
+  # (the published code: last event wins, coverage cast to int).
+  c.activitynet = ml_collections.ConfigDict({'label_rule': 'spec'})
 
   c.model = ml_collections.ConfigDict()
   c.model.width = -1  # -1 = feature dimension (no input projection, as the paper)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from data_pipelines import tvsum, youtube_highlights
+from data_pipelines import activitynet, tvsum, youtube_highlights
 from dlvhd_jax.errors import UserInputError
 
 
@@ -27,6 +27,7 @@ DATASETS = {
     'youtube_highlights': Dataset(youtube_highlights.load_cross_category, 'map'),
     'synthetic': Dataset(youtube_highlights.load_cross_category, 'map'),  # same layout, generated
     'tvsum': Dataset(tvsum.load_cross_category, tvsum.METRIC),
+    'activitynet': Dataset(activitynet.load_cross_category, 'map'),
 }
 
 

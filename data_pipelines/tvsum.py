@@ -37,6 +37,7 @@ OFFICIAL_ANNO = 'ydata-tvsum50-anno.tsv'
 OFFICIAL_INFO = 'ydata-tvsum50-info.tsv'
 PUBLIC_ANNO = 'tvsum_anno.json'
 METRIC = 'top5_map'
+DEFAULT_CLIP_SECONDS = 2.0  # the public I3D release
 
 
 def _seconds(length: str, where: str) -> float:
@@ -264,7 +265,8 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
       raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of {root} '
                            f'({layout} annotation); categories there: {cats}')
   streams = yh.feature_streams(data_cfg.features)
-  clip = float(data_cfg.get('clip_seconds', 2.0))
+  clip = float(data_cfg.get('clip_seconds', -1))
+  clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
   split = data_cfg.split
   src_train, _ = split_ids(root, anno, data_cfg.source_category, split)
   tgt_train, tgt_test = split_ids(root, anno, data_cfg.target_category, split)

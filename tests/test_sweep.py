@@ -144,10 +144,14 @@ def test_specs_and_shipped_configs():
     cfg = sensitivity.get_config(preset)
     kind, targets, cells = sweep._cells(cfg)
     assert kind == 'sensitivity' and cfg.sweep.param == param and len(cells) == n * len(targets)
-  from configs import recipe_study, table2
+  from configs import recipe_study, table2, table3, table5
   cfg = table2.get_config('cpu')
   kind, targets, cells = sweep._cells(cfg)
   assert len(cells) == 2 * 10 and cfg.data.name == 'tvsum' and cfg.sweep.paper['sl_specific']['VT'] == 0.865
+  assert len(sweep._cells(table3.get_config('cpu'))[2]) == 2 * 5
+  cfg = table5.get_config('cpu')
+  assert len(sweep._cells(cfg)[2]) == 11 * 4 and cfg.data.name == 'activitynet'
+  assert cfg.sweep.paper['dlvhd']['household'] == 0.793
   cfg = recipe_study.get_config()
   kind, targets, cells = sweep._cells(cfg)
   assert len(cells) == len(recipe_study.ROUND1) * 6 and cfg.train.select == 'best_source_val'
