@@ -51,6 +51,7 @@ RULES: dict[str, Rule] = {
     'num_seeds': int_at_least(1),
     'data.name': one_of('youtube_highlights', 'synthetic', 'tvsum', 'activitynet'),
     'data.annotation': one_of('official', 'public'),
+    'data.source': one_of('files', 'tfds'),
     'data.clip_seconds': ((lambda v: _is_number(v) and (v > 0 or v == -1)),
                           "a positive number of seconds, or -1 for the dataset's own"),
     'activitynet.label_rule': one_of('spec', 'published'),

@@ -21,6 +21,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # data_pipelines/datasets.py
   c.data.name = 'youtube_highlights'
   c.data.root = ''  # folder with youtube_anno.json + video_features/ ('' for synthetic: <workdir>/data)
+  # files: read data.root; tfds: the TFDS build of it (python -m data_pipelines.build_tfds) in
+  # data.tfds_data_dir ('' = ~/tensorflow_datasets); the same videos and numbers.
+  c.data.source = 'files'
+  c.data.tfds_data_dir = ''
   c.data.synthetic_seed = 0
   c.data.source_category = 'surfing'
   c.data.target_category = 'skiing'

@@ -18,26 +18,26 @@ Splits: `training` videos train, `validation` videos test.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from absl import logging
 
 from data_pipelines import youtube_highlights as yh
+from data_pipelines.store import open_store
 from dlvhd_jax.errors import UserInputError
 
 ANNOTATION = 'activity_net.v1-3.min.json'
 DEFAULT_CLIP_SECONDS = 3.2  # 16 frames at 5 fps
 
 
-def read(root: str) -> dict:
-  path = os.path.join(root or '', ANNOTATION)
-  if not root or not os.path.isfile(path):
+def read(root) -> dict:
+  store = yh.as_store(root)
+  path = store.where(ANNOTATION)
+  if not store.isfile(ANNOTATION):
     raise UserInputError(f'{path} not found: point data.root at the folder with {ANNOTATION} '
                          'and video_features/')
   try:
-    with open(path) as f:
-      anno = json.load(f)
+    anno = json.loads(store.read_text(ANNOTATION))
   except (OSError, ValueError) as e:
     raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
   if not isinstance(anno, dict) or not isinstance(anno.get('taxonomy'), list) or not isinstance(
@@ -112,25 +112,25 @@ def segment_labels(entry: dict, category: str, level: dict, num_segments: int, c
   raise UserInputError(f"activitynet.label_rule={rule!r}: use 'spec' or 'published'")
 
 
-def _feature_path(root: str, vid: str, stream: str) -> str | None:
-  for name in (f'{vid}_{stream}.npy', f'v_{vid}_{stream}.npy'):
-    path = os.path.join(root, 'video_features', name)
-    if os.path.isfile(path):
-      return path
+def _feature_key(store, vid: str, stream: str) -> str | None:
+  """The id the features of `vid` are stored under: the id itself or v_<id>."""
+  for key in (vid, f'v_{vid}'):
+    if store.has_features(key, stream):
+      return key
   return None
 
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.CrossCategoryData:
-  root = data_cfg.root
+  root = open_store(data_cfg)
   anno = read(root)
-  level = first_level(anno['taxonomy'], os.path.join(root, ANNOTATION))
+  level = first_level(anno['taxonomy'], root.where(ANNOTATION))
   cats = categories(anno)
   chosen = {}
   for field in ('source_category', 'target_category'):
     chosen[field] = resolve_category(data_cfg[field], cats)
     if chosen[field] is None:
       raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a first-level ActivityNet '
-                           f'category of {os.path.join(root, ANNOTATION)} (nor a prefix of one '
+                           f'category of {root.where(ANNOTATION)} (nor a prefix of one '
                            f'only); categories: {cats}')
   source_cat, target_cat = chosen['source_category'], chosen['target_category']
   clip = float(data_cfg.get('clip_seconds', -1))
@@ -147,22 +147,21 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   def load(vids, category):
     out = []
     for vid in vids:
-      paths = [_feature_path(root, vid, s) for s in streams]
-      if any(p is None for p in paths):
+      keys = [_feature_key(root, vid, s) for s in streams]
+      if any(k is None for k in keys):
         missing.append(vid)
         continue
       expected = int(float(db[vid]['duration']) // clip)
       parts = []
-      for s, path in zip(streams, paths):
-        try:
-          rows = np.load(path, mmap_mode='r').shape[0]
-        except (OSError, ValueError, EOFError, IndexError):
-          rows = expected
+      for s, key in zip(streams, keys):
+        path = root.feature_where(key, s)
+        rows = root.feature_rows(key, s)
+        rows = expected if rows is None else rows
         if abs(rows - expected) > 1:
           raise UserInputError(f'{path} has {rows} rows but {vid} lasts {db[vid]["duration"]} s, '
                                f'i.e. {expected} clips of {clip} s: set data.clip_seconds to the '
                                "features' clip length or re-extract them")
-        arr = yh.load_feature_file(path, vid, rows, where=f'its {rows} rows')
+        arr = yh.load_features(root, key, s, rows, where=f'its {rows} rows')
         want = dims.setdefault(s, arr.shape[1])
         if arr.shape[1] != want:
           raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other '
@@ -178,7 +177,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   test = load(ids(target_cat, 'validation'), target_cat)
   if missing:
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
-                    '+'.join(streams), os.path.join(root, 'video_features'),
+                    '+'.join(streams), root.where('video_features'),
                     ' '.join(sorted(set(missing))[:50]))
   for name, vids, cat in (('source training', source, source_cat),
                           ('target test', test, target_cat),
@@ -186,7 +185,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
                             if need_target_train else ())):
     if not vids:
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
+                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
   source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, source_cat)
   for v in target:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 
@@ -31,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import youtube_highlights as yh
+from data_pipelines.store import FileStore, open_store
 from dlvhd_jax.errors import UserInputError
 
 OFFICIAL_ANNO = 'ydata-tvsum50-anno.tsv'
@@ -72,15 +74,16 @@ def frame_rate(num_frames: int, length_s: float) -> float:
   return fits[0] if fits else num_frames / (length_s + 0.25)
 
 
-def read_official(root: str) -> dict:
-  """-> {vid: {'category', 'duration', 'frames' [A, F] float32}} from the authors' two files."""
-  info_path, anno_path = os.path.join(root, OFFICIAL_INFO), os.path.join(root, OFFICIAL_ANNO)
+def read_official(root) -> dict:
+  """-> {vid: {'category', 'duration', 'fps', 'frames' [A, F] float32}} from the authors' two
+  files."""
+  store = yh.as_store(root)
+  info_path, anno_path = store.where(OFFICIAL_INFO), store.where(OFFICIAL_ANNO)
   info = {}
   try:
-    with open(info_path, newline='', encoding='utf-8', errors='replace') as f:
-      rows = list(csv.reader(f, delimiter='\t'))
-  except OSError as e:
-    raise UserInputError(f'{info_path} is not readable ({e.strerror}); check data.root') from None
+    rows = list(csv.reader(io.StringIO(store.read_text(OFFICIAL_INFO)), delimiter='\t'))
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserInputError(f'{info_path} is not readable ({e}); check data.root') from None
   if not rows or [h.strip().lower() for h in rows[0][:2]] != ['category', 'video_id']:
     raise UserInputError(f'{info_path}: the first line must be the header '
                          '"category video_id title url length"')
@@ -91,29 +94,29 @@ def read_official(root: str) -> dict:
       raise UserInputError(f'{info_path} line {i}: expected 5 tab-separated fields '
                            '(category, video_id, title, url, length)')
     info[row[1].strip()] = (row[0].strip(), _seconds(row[4], f'{info_path} line {i}'))
-  scores: dict[str, list] = {}
   try:
-    with open(anno_path, encoding='utf-8') as f:
-      for i, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        parts = line.rstrip('\n').split('\t')
-        if len(parts) != 3:
-          raise UserInputError(f'{anno_path} line {i}: expected video_id, category and '
-                               'comma-separated frame scores, tab-separated')
-        try:
-          frames = np.array([float(x) for x in parts[2].split(',')], np.float32)
-        except ValueError:
-          raise UserInputError(f'{anno_path} line {i}: frame scores must be numbers') from None
-        scores.setdefault(parts[0].strip(), []).append(frames)
-  except OSError as e:
-    raise UserInputError(f'{anno_path} is not readable ({e.strerror}); check data.root') from None
+    lines = store.read_text(OFFICIAL_ANNO).splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserInputError(f'{anno_path} is not readable ({e}); check data.root') from None
+  scores: dict[str, list] = {}
+  for i, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    parts = line.split('\t')
+    if len(parts) != 3:
+      raise UserInputError(f'{anno_path} line {i}: expected video_id, category and '
+                           'comma-separated frame scores, tab-separated')
+    try:
+      frames = np.array([float(x) for x in parts[2].split(',')], np.float32)
+    except ValueError:
+      raise UserInputError(f'{anno_path} line {i}: frame scores must be numbers') from None
+    scores.setdefault(parts[0].strip(), []).append(frames)
   # The public release beside the official files knows each video's exact fps.
   known_fps = {}
-  if os.path.isfile(os.path.join(root, PUBLIC_ANNO)):
+  if store.isfile(PUBLIC_ANNO):
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
-      with open(os.path.join(root, PUBLIC_ANNO)) as f:
-        known_fps = {v: float(e['fps']) for v, e in json.load(f).items() if 'fps' in e}
+      known_fps = {v: float(e['fps']) for v, e in json.loads(store.read_text(PUBLIC_ANNO)).items()
+                   if 'fps' in e}
   out = {}
   for vid, per_annotator in scores.items():
     if vid not in info:
@@ -129,12 +132,12 @@ def read_official(root: str) -> dict:
   return out
 
 
-def read_public(root: str) -> dict:
+def read_public(root) -> dict:
   """-> {vid: {'category', 'duration', 'clips' [A, T] float32}} from the public release."""
-  path = os.path.join(root, PUBLIC_ANNO)
+  store = yh.as_store(root)
+  path = store.where(PUBLIC_ANNO)
   try:
-    with open(path) as f:
-      anno = json.load(f)
+    anno = json.loads(store.read_text(PUBLIC_ANNO))
   except (OSError, ValueError) as e:
     raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
   if not isinstance(anno, dict) or not anno:
@@ -161,23 +164,24 @@ def read_public(root: str) -> dict:
   return out
 
 
-def read_annotations(root: str, which: str) -> tuple[dict, str]:
+def read_annotations(root, which: str) -> tuple[dict, str]:
   """-> ({vid: entry}, the layout read)."""
-  if not root or not os.path.isdir(root):
-    raise UserInputError(f'data.root={root!r} does not exist: pass --config.data.root=<folder with '
-                         f'{OFFICIAL_ANNO} + {OFFICIAL_INFO} or {PUBLIC_ANNO}, and video_features/>')
-  have_official = all(os.path.isfile(os.path.join(root, n)) for n in (OFFICIAL_ANNO, OFFICIAL_INFO))
-  have_public = os.path.isfile(os.path.join(root, PUBLIC_ANNO))
+  store = yh.as_store(root)
+  if isinstance(store, FileStore) and not store.exists():
+    raise UserInputError(f'data.root={store.root!r} does not exist: pass --config.data.root=<folder '
+                         f'with {OFFICIAL_ANNO} + {OFFICIAL_INFO} or {PUBLIC_ANNO}, and video_features/>')
+  have_official = all(store.isfile(n) for n in (OFFICIAL_ANNO, OFFICIAL_INFO))
+  have_public = store.isfile(PUBLIC_ANNO)
   if which not in ('official', 'public'):
     raise UserInputError(f"data.annotation={which!r}: use 'official' or 'public'")
   if not (have_official or have_public):
-    raise UserInputError(f'{root} holds neither {OFFICIAL_ANNO} + {OFFICIAL_INFO} nor {PUBLIC_ANNO}: '
-                         'point data.root at the TVSum annotation files')
+    raise UserInputError(f'{store.where("")} holds neither {OFFICIAL_ANNO} + {OFFICIAL_INFO} nor '
+                         f'{PUBLIC_ANNO}: point data.root at the TVSum annotation files')
   if which == 'official' and not have_official:
     which = 'public'
   elif which == 'public' and not have_public:
     which = 'official'
-  return (read_official(root) if which == 'official' else read_public(root)), which
+  return (read_official(store) if which == 'official' else read_public(store)), which
 
 
 def segment_scores(entry: dict, num_segments: int, clip_seconds: float) -> np.ndarray:
@@ -199,15 +203,17 @@ def segment_scores(entry: dict, num_segments: int, clip_seconds: float) -> np.nd
   return out
 
 
-def split_ids(root: str, anno: dict, category: str, split: str) -> tuple[list[str], list[str]]:
+def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], list[str]]:
   ids = sorted(v for v, e in anno.items() if e['category'] == category)
   if split == 'paper':
     # Per category the 2 longest videos train, the other 3 test (the paper).
     longest = sorted(ids, key=lambda v: (-anno[v]['duration'], v))
     return sorted(longest[:2]), sorted(longest[2:])
   if split == 'umt':
-    path = os.path.join(root, 'splits', 'umt_splits.json')
-    table = yh._read_json(path, 'data.split=umt')  # pylint: disable=protected-access
+    store = yh.as_store(root)
+    rel = os.path.join('splits', 'umt_splits.json')
+    path = store.where(rel)
+    table = yh.read_json(store, rel, 'data.split=umt')
     entry = table.get(category) if isinstance(table, dict) else None
     if not isinstance(entry, dict):
       raise UserInputError(f'{path} has no entry {{"train": [...], "val": [...]}} for '
@@ -221,23 +227,21 @@ def split_ids(root: str, anno: dict, category: str, split: str) -> tuple[list[st
   raise UserInputError(f"data.split={split!r} is not one of 'paper', 'umt' for TVSum")
 
 
-def load_video(root: str, vid: str, entry: dict, streams: list[str], clip_seconds: float,
+def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: float,
                stream_dims: dict) -> yh.Video | None:
   parts = []
   expected = int(entry['duration'] // clip_seconds)
   for s in streams:
-    path = os.path.join(root, 'video_features', f'{vid}_{s}.npy')
-    if not os.path.isfile(path):
+    if not store.has_features(vid, s):
       return None
-    try:
-      rows = np.load(path, mmap_mode='r').shape[0]
-    except (OSError, ValueError, EOFError, IndexError):
-      rows = expected  # unreadable: load_feature_file names the problem
+    path = store.feature_where(vid, s)
+    rows = store.feature_rows(vid, s)
+    rows = expected if rows is None else rows  # unreadable: load_features names the problem
     if abs(rows - expected) > 1:
       raise UserInputError(f'{path} has {rows} rows but {vid} lasts {entry["duration"]:.1f} s, '
                            f'i.e. {expected} clips of data.clip_seconds={clip_seconds}: set '
                            'data.clip_seconds to the features\' clip length or re-extract them')
-    arr = yh.load_feature_file(path, vid, rows, where=f'its {rows} rows')
+    arr = yh.load_features(store, vid, s, rows, where=f'its {rows} rows')
     want = stream_dims.setdefault(s, arr.shape[1])
     if arr.shape[1] != want:
       raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other {s!r} '
@@ -247,7 +251,7 @@ def load_video(root: str, vid: str, entry: dict, streams: list[str], clip_second
   try:
     per_annotator = segment_scores(entry, t, clip_seconds)
   except ValueError as e:
-    raise UserInputError(f'{vid}: {e} in {os.path.join(root, "video_features")}; the annotation '
+    raise UserInputError(f'{vid}: {e} in {store.where("video_features")}; the annotation '
                          'and the features disagree') from None
   feats = np.concatenate([p[:t] for p in parts], axis=1)
   v = yh.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
@@ -257,13 +261,13 @@ def load_video(root: str, vid: str, entry: dict, streams: list[str], clip_second
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.CrossCategoryData:
   """Source train, target train (labels hidden) and target test videos of TVSum."""
-  root = data_cfg.root
+  root = open_store(data_cfg)
   anno, layout = read_annotations(root, data_cfg.get('annotation', 'official'))
   cats = sorted({e['category'] for e in anno.values()})
   for field in ('source_category', 'target_category'):
     if data_cfg[field] not in cats:
-      raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of {root} '
-                           f'({layout} annotation); categories there: {cats}')
+      raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of '
+                           f'{root.where("")} ({layout} annotation); categories there: {cats}')
   streams = yh.feature_streams(data_cfg.features)
   clip = float(data_cfg.get('clip_seconds', -1))
   clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
@@ -283,14 +287,14 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   test = load(tgt_test)
   if missing:
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
-                    '+'.join(streams), os.path.join(root, 'video_features'), ' '.join(missing))
+                    '+'.join(streams), root.where('video_features'), ' '.join(missing))
   for name, vids, cat in (('source training', source, data_cfg.source_category),
                           ('target test', test, data_cfg.target_category),
                           *((('target training', target, data_cfg.target_category),)
                             if need_target_train else ())):
     if not vids:
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
+                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
   source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, data_cfg.source_category)
   for v in target:

@@ -19,9 +19,15 @@ import os
 import numpy as np
 from absl import logging
 
+from data_pipelines.store import FileStore, open_store
 from dlvhd_jax.errors import UserInputError
 
 ANNOTATION = 'youtube_anno.json'
+
+
+def as_store(root_or_store):
+  """A dataset root (str) or a store (data_pipelines/store.py) -> a store."""
+  return root_or_store if hasattr(root_or_store, 'read_text') else FileStore(root_or_store)
 
 
 @dataclasses.dataclass
@@ -105,19 +111,20 @@ def _check_entry(path: str, vid: str, entry) -> None:
                          'match labels; there must be one label per clip')
 
 
-def load_annotations(root: str) -> dict:
-  if not root:
-    raise UserInputError('data.root is empty: pass --config.data.root=<folder holding '
-                         f'{ANNOTATION} and video_features/>')
-  if not os.path.isdir(root):
-    raise UserInputError(f'data.root={root} does not exist: pass --config.data.root=<folder '
-                         f'holding {ANNOTATION} and video_features/>')
-  path = os.path.join(root, ANNOTATION)
-  if not os.path.isfile(path):
+def load_annotations(root) -> dict:
+  store = as_store(root)
+  if isinstance(store, FileStore):
+    if not store.root:
+      raise UserInputError('data.root is empty: pass --config.data.root=<folder holding '
+                           f'{ANNOTATION} and video_features/>')
+    if not store.exists():
+      raise UserInputError(f'data.root={store.root} does not exist: pass --config.data.root=<folder '
+                           f'holding {ANNOTATION} and video_features/>')
+  path = store.where(ANNOTATION)
+  if not store.isfile(ANNOTATION):
     raise UserInputError(f'{path} not found: data.root must hold {ANNOTATION} (the UMT layout)')
   try:
-    with open(path) as f:
-      anno = json.load(f, object_pairs_hook=_no_duplicate_keys)
+    anno = json.loads(store.read_text(ANNOTATION), object_pairs_hook=_no_duplicate_keys)
   except _DuplicateKey as e:
     raise UserInputError(f'{path} lists the key {e} twice; each video id (and field) must '
                          'appear once') from None
@@ -136,21 +143,22 @@ def categories(anno: dict) -> list[str]:
   return sorted({e['domain'] for e in anno.values()})
 
 
-def check_category(anno: dict, category: str, field: str, root: str) -> None:
+def check_category(anno: dict, category: str, field: str, root) -> None:
   if category not in categories(anno):
     raise UserInputError(f'data.{field}={category!r} is not a domain of '
-                         f'{os.path.join(root, ANNOTATION)}; domains there: {categories(anno)}')
+                         f'{as_store(root).where(ANNOTATION)}; domains there: {categories(anno)}')
 
 
-def split_videos(root: str, anno: dict, category: str, split: str, seed: int,
+def split_videos(root, anno: dict, category: str, split: str, seed: int,
                  unknown: set | None = None) -> tuple[list[str], list[str]]:
   """Train and test video ids of one category under `split` (umt | official | random).
 
   Ids a split file lists but the annotation lacks (the public files have a few) are left
   out and added to `unknown`; an id of another category is an error.
   """
+  store = as_store(root)
   ids = sorted(v for v, e in anno.items() if e['domain'] == category)
-  path = os.path.join(root, ANNOTATION)
+  path = store.where(ANNOTATION)
   if split == 'random':
     # The paper's code: 70/30 per category at random with a seed.
     perm = np.random.RandomState(seed).permutation(len(ids))
@@ -158,16 +166,16 @@ def split_videos(root: str, anno: dict, category: str, split: str, seed: int,
     train, test = [ids[i] for i in sorted(perm[:n_train])], [ids[i] for i in sorted(perm[n_train:])]
   else:
     if split == 'umt':
-      path = os.path.join(root, 'splits', 'umt_splits.json')
-      table = _read_json(path, 'data.split=umt')
+      path = store.where(os.path.join('splits', 'umt_splits.json'))
+      table = read_json(store, os.path.join('splits', 'umt_splits.json'), 'data.split=umt')
       entry = table.get(category) if isinstance(table, dict) else None
       if not isinstance(entry, dict):
         raise UserInputError(f'{path} has no entry {{"train": [...], "val": [...]}} for '
                              f'{category!r}: add one or use --config.data.split=random')
       train, test = entry.get('train', []), entry.get('val', [])
     elif split == 'official':
-      path = os.path.join(root, 'splits', f'{category}.json')
-      lists = _read_json(path, 'data.split=official')
+      path = store.where(os.path.join('splits', f'{category}.json'))
+      lists = read_json(store, os.path.join('splits', f'{category}.json'), 'data.split=official')
       try:
         train = [v for ids_, name in lists if name.startswith('Trai') for v in ids_]
         test = [v for ids_, name in lists if name.startswith('Test') for v in ids_]
@@ -193,12 +201,12 @@ def split_videos(root: str, anno: dict, category: str, split: str, seed: int,
   return train, test
 
 
-def _read_json(path: str, why: str):
-  if not os.path.isfile(path):
+def read_json(store, rel: str, why: str):
+  path = store.where(rel)
+  if not store.isfile(rel):
     raise UserInputError(f'{path} not found ({why}); use --config.data.split=random or add the file')
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(store.read_text(rel))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
 
@@ -210,14 +218,10 @@ def feature_streams(features: str) -> list[str]:
   return streams
 
 
-def load_feature_file(path: str, vid: str, num_clips: int, where: str | None = None) -> np.ndarray:
+def check_feature_array(arr, path: str, vid: str, num_clips: int,
+                        where: str | None = None) -> np.ndarray:
   """One stream of one video -> [num_clips, d] float32, or a one-line error naming the file.
   `where` says where the clip count comes from (default: the annotation file)."""
-  try:
-    arr = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    why = 'it is empty' if os.path.getsize(path) == 0 else f'{type(e).__name__}: {e}'
-    raise UserInputError(f'{path} is not a readable .npy file ({why}); re-extract it') from None
   if not isinstance(arr, np.ndarray) or arr.dtype.kind not in 'fiu':
     raise UserInputError(f'{path} holds {getattr(arr, "dtype", type(arr).__name__)} values; '
                          'features must be real numbers (float or int): re-extract it')
@@ -232,19 +236,26 @@ def load_feature_file(path: str, vid: str, num_clips: int, where: str | None = N
   return arr
 
 
-def load_video(root: str, vid: str, entry: dict, streams: list[str],
+def load_features(store, vid: str, stream: str, num_clips: int, where: str | None = None):
+  """The checked [num_clips, d] float32 features of one stream of one video."""
+  return check_feature_array(store.load_features(vid, stream), store.feature_where(vid, stream),
+                             vid, num_clips, where)
+
+
+def load_video(root, vid: str, entry: dict, streams: list[str],
                stream_dims: dict | None = None) -> Video | None:
   """Features of one video (streams concatenated), or None when a stream file is absent.
 
   `stream_dims` ({stream: dim}, filled by the first video read) makes a file whose width
   differs from the other videos' files of its stream a one-line error naming it.
   """
+  store = as_store(root)
   parts = []
   for s in streams:
-    path = os.path.join(root, 'video_features', f'{vid}_{s}.npy')
-    if not os.path.isfile(path):
+    if not store.has_features(vid, s):
       return None
-    arr = load_feature_file(path, vid, len(entry['clip']))
+    path = store.feature_where(vid, s)
+    arr = load_features(store, vid, s, len(entry['clip']))
     if stream_dims is not None:
       want = stream_dims.setdefault(s, arr.shape[1])
       if arr.shape[1] != want:
@@ -262,11 +273,11 @@ class Skipped:
   empty: set = dataclasses.field(default_factory=set)
   unknown: set = dataclasses.field(default_factory=set)
 
-  def warn(self, streams: list[str], root: str) -> None:
+  def warn(self, streams: list[str], root) -> None:
     parts = []
     if self.no_features:
       parts.append(f'{len(self.no_features)} without {"+".join(streams)} features in '
-                   f'{os.path.join(root, "video_features")}: {" ".join(sorted(self.no_features))}')
+                   f'{as_store(root).where("video_features")}: {" ".join(sorted(self.no_features))}')
     if self.empty:
       parts.append(f'{len(self.empty)} with 0 clips in {ANNOTATION}: {" ".join(sorted(self.empty))}')
     if self.unknown:
@@ -276,7 +287,7 @@ class Skipped:
       logging.warning('Skipping videos: %s', '; '.join(parts))
 
 
-def load_split_videos(root: str, anno: dict, ids: list[str], streams: list[str],
+def load_split_videos(root, anno: dict, ids: list[str], streams: list[str],
                       skipped: Skipped, stream_dims: dict | None = None) -> list[Video]:
   videos = []
   for vid in ids:
@@ -293,7 +304,7 @@ def load_split_videos(root: str, anno: dict, ids: list[str], streams: list[str],
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCategoryData:
   """Loads source train, target train (labels hidden) and target test videos of `data_cfg`."""
-  root = data_cfg.root
+  root = open_store(data_cfg)
   anno = load_annotations(root)
   check_category(anno, data_cfg.source_category, 'source_category', root)
   check_category(anno, data_cfg.target_category, 'target_category', root)
@@ -314,7 +325,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
                             if need_target_train else ())):
     if not vids:
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{os.path.join(root, "video_features")} (data.features={data_cfg.features!r})')
+                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
   # Borderline clips (match 0) are trained on as data.borderline_label (SPEC: non-highlight,
   # -1); test labels stay as annotated (evaluation counts match > 0 as positive).
   borderline = float(data_cfg.get('borderline_label', -1.0))
