@@ -151,25 +151,10 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
       if any(k is None for k in keys):
         missing.append(vid)
         continue
-      expected = int(float(db[vid]['duration']) // clip)
-      parts = []
-      for s, key in zip(streams, keys):
-        path = root.feature_where(key, s)
-        rows = root.feature_rows(key, s)
-        rows = expected if rows is None else rows
-        if abs(rows - expected) > 1:
-          raise UserInputError(f'{path} has {rows} rows but {vid} lasts {db[vid]["duration"]} s, '
-                               f'i.e. {expected} clips of {clip} s: set data.clip_seconds to the '
-                               "features' clip length or re-extract them")
-        arr = yh.load_features(root, key, s, rows, where=f'its {rows} rows')
-        want = dims.setdefault(s, arr.shape[1])
-        if arr.shape[1] != want:
-          raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other '
-                               f'{s!r} files have {want}; re-extract it')
-        parts.append(arr)
-      t = min(len(p) for p in parts)
-      labels = segment_labels(db[vid], category, level, t, clip, rule)
-      out.append(yh.Video(vid, category, np.concatenate([p[:t] for p in parts], axis=1), labels))
+      feats = yh.load_timed_streams(root, dict(zip(streams, keys)), vid, db[vid]['duration'],
+                                    clip, dims)
+      labels = segment_labels(db[vid], category, level, len(feats), clip, rule)
+      out.append(yh.Video(vid, category, feats, labels))
     return out
 
   source = load(ids(source_cat, 'training'), source_cat)
@@ -179,13 +164,8 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
                     '+'.join(streams), root.where('video_features'),
                     ' '.join(sorted(set(missing))[:50]))
-  for name, vids, cat in (('source training', source, source_cat),
-                          ('target test', test, target_cat),
-                          *((('target training', target, target_cat),)
-                            if need_target_train else ())):
-    if not vids:
-      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
+  yh.require_videos(root, data_cfg, streams, (source, source_cat), (test, target_cat),
+                    (target, target_cat) if need_target_train else None)
   source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, source_cat)
   for v in target:

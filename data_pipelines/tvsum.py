@@ -229,31 +229,15 @@ def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], l
 
 def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: float,
                stream_dims: dict) -> yh.Video | None:
-  parts = []
-  expected = int(entry['duration'] // clip_seconds)
-  for s in streams:
-    if not store.has_features(vid, s):
-      return None
-    path = store.feature_where(vid, s)
-    rows = store.feature_rows(vid, s)
-    rows = expected if rows is None else rows  # unreadable: load_features names the problem
-    if abs(rows - expected) > 1:
-      raise UserInputError(f'{path} has {rows} rows but {vid} lasts {entry["duration"]:.1f} s, '
-                           f'i.e. {expected} clips of data.clip_seconds={clip_seconds}: set '
-                           'data.clip_seconds to the features\' clip length or re-extract them')
-    arr = yh.load_features(store, vid, s, rows, where=f'its {rows} rows')
-    want = stream_dims.setdefault(s, arr.shape[1])
-    if arr.shape[1] != want:
-      raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other {s!r} '
-                           f'files have {want}; re-extract it')
-    parts.append(arr)
-  t = min(len(p) for p in parts)
+  if not all(store.has_features(vid, s) for s in streams):
+    return None
+  feats = yh.load_timed_streams(store, {s: vid for s in streams}, vid, entry['duration'],
+                                clip_seconds, stream_dims)
   try:
-    per_annotator = segment_scores(entry, t, clip_seconds)
+    per_annotator = segment_scores(entry, len(feats), clip_seconds)
   except ValueError as e:
     raise UserInputError(f'{vid}: {e} in {store.where("video_features")}; the annotation '
                          'and the features disagree') from None
-  feats = np.concatenate([p[:t] for p in parts], axis=1)
   v = yh.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
   v.annotator_scores = per_annotator
   return v
@@ -288,13 +272,9 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   if missing:
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
                     '+'.join(streams), root.where('video_features'), ' '.join(missing))
-  for name, vids, cat in (('source training', source, data_cfg.source_category),
-                          ('target test', test, data_cfg.target_category),
-                          *((('target training', target, data_cfg.target_category),)
-                            if need_target_train else ())):
-    if not vids:
-      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
+  yh.require_videos(root, data_cfg, streams, (source, data_cfg.source_category),
+                    (test, data_cfg.target_category),
+                    (target, data_cfg.target_category) if need_target_train else None)
   source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, data_cfg.source_category)
   for v in target:

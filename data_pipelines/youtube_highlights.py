@@ -266,6 +266,42 @@ def load_video(root, vid: str, entry: dict, streams: list[str],
   return Video(vid, entry['domain'], np.concatenate(parts, axis=1), labels)
 
 
+def require_videos(store, data_cfg, streams, source, test, target=None) -> None:
+  """One-line error if the (videos, category) of source training, target test or (when
+  drawn) target training holds no video with features."""
+  for name, part in (('source training', source), ('target test', test),
+                     *((('target training', target),) if target is not None else ())):
+    vids, cat = part
+    if not vids:
+      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
+                           f'{store.where("video_features")} (data.features={data_cfg.features!r})')
+
+
+def load_timed_streams(store, keys: dict, vid: str, duration: float, clip: float,
+                       dims: dict) -> np.ndarray:
+  """Features of datasets whose row t covers seconds [t*clip, (t+1)*clip) (TVSum, ActivityNet):
+  the streams' arrays ({stream: the id it is stored under}), each floor(duration / clip) +- 1
+  rows, cut to the shortest and concatenated -> [T, D]."""
+  expected = int(float(duration) // clip)
+  parts = []
+  for s, key in keys.items():
+    path = store.feature_where(key, s)
+    rows = store.feature_rows(key, s)
+    rows = expected if rows is None else rows  # unreadable: load_features names the problem
+    if abs(rows - expected) > 1:
+      raise UserInputError(f'{path} has {rows} rows but {vid} lasts {float(duration):.1f} s, '
+                           f'i.e. {expected} clips of data.clip_seconds={clip}: set '
+                           "data.clip_seconds to the features' clip length or re-extract them")
+    arr = load_features(store, key, s, rows, where=f'its {rows} rows')
+    want = dims.setdefault(s, arr.shape[1])
+    if arr.shape[1] != want:
+      raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other {s!r} '
+                           f'files have {want}; re-extract it')
+    parts.append(arr)
+  t = min(len(p) for p in parts)
+  return np.concatenate([p[:t] for p in parts], axis=1)
+
+
 @dataclasses.dataclass
 class Skipped:
   """Videos a run leaves out, reported together in one warning line."""
@@ -319,13 +355,9 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
             if need_target_train else [])
   test = load_split_videos(root, anno, tgt_test, streams, skipped, dims)
   skipped.warn(streams, root)
-  for name, vids, cat in (('source training', source, data_cfg.source_category),
-                          ('target test', test, data_cfg.target_category),
-                          *((('target training', target, data_cfg.target_category),)
-                            if need_target_train else ())):
-    if not vids:
-      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{root.where("video_features")} (data.features={data_cfg.features!r})')
+  require_videos(root, data_cfg, streams, (source, data_cfg.source_category),
+                 (test, data_cfg.target_category),
+                 (target, data_cfg.target_category) if need_target_train else None)
   # Borderline clips (match 0) are trained on as data.borderline_label (SPEC: non-highlight,
   # -1); test labels stay as annotated (evaluation counts match > 0 as positive).
   borderline = float(data_cfg.get('borderline_label', -1.0))
