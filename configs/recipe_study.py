@@ -12,6 +12,7 @@ criterion (its Average column picks the recipe); the test mAP grids are for repo
 """
 from configs.table1 import TARGETS
 from configs.table4 import make_table_config
+from configs.youtube_surfing import selection_protocol
 
 BASE = 'sl_specific_wo_encoder'
 # Round 1: one change at a time against the cpu,quick recipe.
@@ -25,14 +26,6 @@ ROUND1 = (
     f'{BASE}:data.features=rgb',
     f'{BASE}:train.learning_rate=0.1',
 )
-
-
-def selection_protocol(c):
-  """Label-free selection: source validation carved out of the source training videos."""
-  c.data.val_fraction = 0.2
-  c.eval.every_steps = 50
-  c.train.select = 'best_source_val'
-  return c
 
 
 def get_config(preset: str = 'round1'):

@@ -12,12 +12,14 @@ features, its own split) are printed in parentheses next to ours.
 
 Presets (comma-separated): (none) the paper's model and schedule; cpu the small model of
 configs/youtube_surfing.py (1500 steps of 32 sets at lr 0.5) with the UDA weights of
-CPU_UDA_WEIGHTS; quick 500 steps instead (about a third of the time, for a first look).
+CPU_UDA_WEIGHTS; quick 500 steps instead (about a third of the time, for a first look); best
+the recipe chosen on source validation (configs/youtube_surfing.py: the cpu model, 500 steps,
+the best source-validation checkpoint per seed; the README's tables use it).
 """
 import ml_collections
 
 from configs import base
-from configs.youtube_surfing import apply_cpu_preset
+from configs.youtube_surfing import apply_best_preset, apply_cpu_preset
 
 METHODS = ('sl', 'dan', 'coral', 'revgrad', 'mcd', 'afn', 'dlvhd_coarse_only',
            'dlvhd_fine_only', 'dlvhd_no_distill', 'dlvhd', 'sl_oracle')
@@ -59,11 +61,14 @@ def set_uda_weights(c, weights):
     c.uda[method].weight = float(w)
 
 
-def apply_presets(c, preset: str, allowed=('cpu', 'quick'), extra=None):
+def apply_presets(c, preset: str, allowed=('cpu', 'quick', 'best'), extra=None):
   """Applies comma-separated presets; `extra(c, name)` handles config-specific ones."""
   for name in filter(None, (p.strip() for p in preset.split(','))):
     if name == 'cpu':
       apply_cpu_preset(c)
+      set_uda_weights(c, CPU_UDA_WEIGHTS)
+    elif name == 'best':
+      apply_best_preset(c)
       set_uda_weights(c, CPU_UDA_WEIGHTS)
     elif name == 'quick':
       c.train.num_steps = 500

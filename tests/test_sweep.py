@@ -139,6 +139,9 @@ def test_specs_and_shipped_configs():
     # The paper's number of every cell is embedded.
     assert all(cfg.sweep.paper[m][t] > 0.4 for m in cfg.sweep.methods for t in targets)
     assert module.get_config('cpu,quick').train.num_steps == 500
+    best = module.get_config('best')  # the study's recipe: label-free early stopping
+    assert best.train.num_steps == 500 and best.train.select == 'best_source_val'
+    assert best.data.val_fraction > 0 and best.eval.every_steps > 0
   for preset, param, n in (('cpu', 'sampling.set_size', 6), ('cpu,lambda', 'loss.distill_weight', 6),
                            ('n', 'sampling.set_size', 6)):
     cfg = sensitivity.get_config(preset)
