@@ -124,9 +124,9 @@ def main(argv) -> int:
   from dlvhd_jax.errors import Preempted, RunError  # pylint: disable=g-import-not-at-top
   try:
     # Before any other JAX call.
-    from dlvhd_jax import distributed  # pylint: disable=g-import-not-at-top
+    from dlvhd_jax import distributed, files  # pylint: disable=g-import-not-at-top
     if distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id) and (
-        not distributed.is_primary()):
+        not files.is_primary()):
       # Results and summaries come from process 0 (also what native code prints).
       sys.stdout.flush()
       os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

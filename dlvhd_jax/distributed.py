@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from dlvhd_jax.errors import UserInputError
-from dlvhd_jax.files import is_primary  # pylint: disable=unused-import  (re-exported)
 
 # A process that dies without a signal: the others fail after this long without its
 # heartbeat, instead of hanging in the next collective.

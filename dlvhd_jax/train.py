@@ -3,8 +3,7 @@
 The step is a pure function (state, source_bank, target_bank) -> (state, metrics): it draws
 this step's source / target / mixed sets on device from the PRNG key, runs one encoder pass
 over all of them, and applies the optimizer (the paper's SGD with momentum and weight decay,
-or AdamW). `steps_per_dispatch` steps
-run in one compiled call through `lax.scan`.
+or AdamW). `steps_per_dispatch` steps run in one compiled call through `lax.scan`.
 
 Reliability lives here too: the step refuses an update whose loss or gradient norm is not
 finite (the state is kept and counted); the loop stops a run whose logged loss is not

@@ -2,7 +2,6 @@
 evaluated during training, and the best checkpoint per seed (train.select)."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
