@@ -11,15 +11,22 @@ from conftest import REPO
 PROBE = os.path.join(REPO, 'tests', 'step_probe.py')
 
 
+_PROBES = {}
+
+
 def run_probe(tmp_path, devices, method, k):
-  """k: steps per dispatch, or 'fsdpK' for one step per dispatch with mesh.fsdp = K."""
+  """k: steps per dispatch, or 'fsdpK' for one step per dispatch with mesh.fsdp = K. Each
+  probe runs once per session (several tests compare against the same 1-device run)."""
+  if (devices, method, k) in _PROBES:
+    return _PROBES[devices, method, k]
   out = tmp_path / f'{method}_{devices}_{k}.npz'
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, PROBE, str(out), method, str(k)], env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(out))
+  _PROBES[devices, method, k] = dict(np.load(out))
+  return _PROBES[devices, method, k]
 
 
 @pytest.mark.parametrize('method', ['dlvhd', 'sl'])
@@ -93,5 +100,11 @@ def test_fsdp_run_with_seeds_equals_the_replicated_run(tmp_path):
     assert res['num_seeds'] == 2
   for vid, s in scores[1].items():
     np.testing.assert_allclose(scores[4][vid], s, rtol=1e-4, atol=1e-5)
-  bad = run_launch([*args, f'--workdir={tmp_path / "bad"}', '--config.mesh.fsdp=3'], devices=4)
-  assert bad.returncode == 2 and 'config.mesh.fsdp=3' in bad.stderr.strip().splitlines()[-1]
+
+
+def test_fsdp_that_does_not_divide_the_devices_is_a_user_error():
+  import jax  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserInputError, match='config.mesh.fsdp=3 does not divide the 2 devices'):
+    parallel.make_mesh(jax.devices()[:1] * 2, fsdp=3)
