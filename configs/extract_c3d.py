@@ -35,8 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.views_flip = False  # also flip views at random (the published loader's flip is a no-op)
   c.seed = 0
   c.feature_name = 'c3d'
+  c.decoder = 'pyav'  # pyav (FFmpeg on the CPU) | nvdec (NVIDIA GPU, needs PyNvVideoCodec)
   c.decode_threads = 2  # videos decoded in parallel in background threads
-  c.decoder_threads = 0  # FFmpeg threads per decoder, 0 = automatic
+  c.decoder_threads = 0  # FFmpeg threads per decoder (pyav), 0 = automatic
   c.queue_size = 32  # decoded segments buffered ahead of the device
 
   c.benchmark = ml_collections.ConfigDict()

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines import nvdec
 from data_pipelines import video
 from dlvhd_jax.errors import UserInputError
 from dlvhd_jax import c3d, files
@@ -37,6 +38,9 @@ from dlvhd_jax import c3d, files
 
 class ExtractionError(UserInputError):
   """A configuration problem; str() is one line naming the field and the fix."""
+
+
+DECODERS = ('pyav', 'nvdec')
 
 
 def _settings(cfg, params_source: dict) -> dict:
@@ -96,6 +100,12 @@ def _make_jobs(cfg) -> list[_Job]:
   if cfg.dtype not in c3d.DTYPES or cfg.output_dtype not in ('float16', 'float32'):
     raise ExtractionError(f'dtype={cfg.dtype!r} must be float32 | bfloat16 and '
                           f'output_dtype={cfg.output_dtype!r} float16 | float32')
+  decoder = cfg.get('decoder', 'pyav')
+  if decoder not in DECODERS:
+    raise ExtractionError(f"decoder={decoder!r} must be 'pyav' or 'nvdec' "
+                          "(--config.decoder=pyav|nvdec)")
+  if decoder == 'nvdec':
+    nvdec.check_available()  # a one-line UserInputError when NVDEC cannot run here
   videos = video.find_videos(cfg.video_dir)
   if cfg.segmenter == 'annotation':
     if not cfg.annotation:
@@ -135,8 +145,12 @@ def _decode_worker(jobs: queue.Queue, out: queue.Queue, cfg, stop: threading.Eve
                               flip=cfg.views_flip)
       ok = _put(out, ('start', job.vid, entry, crops.shape[:2]), stop)
       stats = video.DecodeStats()
-      for s, views in video.iter_segment_clips(job.path, idx, crops, stats=stats,
-                                               decoder_threads=cfg.decoder_threads):
+      if cfg.get('decoder', 'pyav') == 'nvdec':
+        clips = nvdec.iter_segment_clips(job.path, idx, crops, stats=stats)
+      else:
+        clips = video.iter_segment_clips(job.path, idx, crops, stats=stats,
+                                         decoder_threads=cfg.decoder_threads)
+      for s, views in clips:
         busy += time.perf_counter() - t0  # time blocked on a full queue is not decoding
         ok = ok and _put(out, ('clip', job.vid, s, views), stop)
         t0 = time.perf_counter()
@@ -302,6 +316,18 @@ class _Writer:
     self.write_anno()
 
 
+def _clip_seconds(cfg, jobs) -> float | None:
+  """The segment length predict uses on new videos: segment_seconds, or the median
+  annotated clip (annotation segmenter); None for sample_fps."""
+  if cfg.segmenter == 'segment_seconds':
+    return float(cfg.segment_seconds)
+  if cfg.segmenter != 'annotation':
+    return None
+  lengths = [(float(e) - float(s)) / float(j.entry['fps']) for j in jobs
+             for s, e in j.entry['clip'] if float(j.entry.get('fps') or 0) > 0]
+  return round(float(np.median(lengths)), 4) if lengths else None
+
+
 def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   """Extracts features of every video; returns 0, 1 (some videos failed) or 2 (bad config).
 
@@ -324,9 +350,17 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return 2
   os.makedirs(out_dir, exist_ok=True)
-  versions = {'jax': jax.__version__, 'av': video.av.__version__}
+  # The decoder is not a setting: NVDEC and PyAV give near-identical features, and a run may
+  # resume with the other one.
+  versions = {'jax': jax.__version__, 'av': video.av.__version__,
+              'decoder': cfg.get('decoder', 'pyav')}
+  if versions['decoder'] == 'nvdec':
+    versions['PyNvVideoCodec'] = nvdec.check_available()
+  record = {'settings': settings, 'versions': versions, 'extractor': {
+      'name': 'c3d', 'layer': 'fc7 before ReLU', 'stream': cfg.feature_name,
+      'feature_dim': c3d.FEATURE_DIM}, 'clip_seconds': _clip_seconds(cfg, jobs)}
   # Written now too, so that resuming a crashed run with other settings is refused.
-  _write_json(meta_path, {'settings': settings, 'versions': versions}, indent=1)
+  _write_json(meta_path, record, indent=1)
   anno_path = os.path.join(out_dir, 'youtube_anno.json')
   anno = {}
   if cfg.segmenter != 'annotation' and os.path.exists(anno_path):
@@ -362,7 +396,7 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   with tqdm(total=total, unit='clip', desc='C3D', bar_format=fmt,
             disable=not (todo and progress)) as bar:
     timing = _run_pipeline(todo, params, cfg, on_video, on_error, progress=bar)
-  _write_json(meta_path, {'settings': settings, 'versions': versions, 'last_run': {
+  _write_json(meta_path, {**record, 'last_run': {
       'clips': timing['clips'], 'wall_s': round(timing['wall_s'], 2),
       'failures': dict(failures), 'warnings': writer.warnings}}, indent=1)
   print(f'extracted {timing["clips"]} clips in {timing["wall_s"]:.1f}s into {out_dir}',
@@ -419,7 +453,8 @@ def run_extraction_benchmark(cfg, workdir: str) -> dict:
     e2e = _run_pipeline(jobs, params, cfg, lambda *a: None, lambda v, m: errors.append(m),
                         max_clips=cfg.benchmark.num_clips)
     result.update({
-        'decode_threads': cfg.decode_threads, 'decode_clips': dec['clips'],
+        'decoder': cfg.get('decoder', 'pyav'), 'decode_threads': cfg.decode_threads,
+        'decode_clips': dec['clips'],
         'decode_s': round(dec['wall_s'], 3),
         'decode_clips_per_s': round(dec['clips'] / dec['wall_s'], 2),
         'pipeline_clips': e2e['clips'], 'pipeline_s': round(e2e['wall_s'], 3),

@@ -210,8 +210,11 @@ def test_weights_file_is_used_and_recorded(tmp_path):
   out = tmp_path / 'out'
   assert extract.run_extraction(_cfg(tmp_path / 'v', out, weights=weights,
                                      allow_random_weights=False), str(tmp_path)) == 0
-  settings = json.load(open(out / 'c3d_extraction.json'))['settings']
+  meta = json.load(open(out / 'c3d_extraction.json'))
+  settings = meta['settings']
   assert settings['random_weights'] is False and settings['weights'] == weights
+  # the decoder is recorded, but is not a setting: a run may resume with the other one
+  assert meta['versions']['decoder'] == 'pyav' and 'decoder' not in settings
   assert len(settings['weights_sha256']) == 64
   _, feats = _load(out)
   _, idx = video.interval_segments([[0, 20]])
