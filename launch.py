@@ -2,9 +2,10 @@
 
 Modes: train (train, then evaluate; resumes from the latest checkpoint), eval (evaluate the
 latest checkpoint), benchmark (throughput JSON), extract (C3D features from videos),
-sweep (a table of methods x targets).
+sweep (a table of methods x targets), predict (a trained run's highlights of new videos: JSON,
+curve, reel and index.html).
 
-Exit codes: 0 done; 1 some videos failed to extract; 2 a user mistake (one `error:` line
+Exit codes: 0 done; 1 some videos failed to extract or predict; 2 a user mistake (one `error:` line
 naming the file or config field and the fix); 3 training diverged or the model gives
 non-finite scores; 130 / 143 interrupted by SIGINT / SIGTERM after saving a checkpoint.
 """
@@ -17,7 +18,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ['train', 'eval', 'benchmark', 'extract', 'sweep']
+MODES = ['train', 'eval', 'benchmark', 'extract', 'sweep', 'predict']
 HELP_ARGS = ('-h', '--help', '--helpshort', '--helpfull', '-?')
 
 

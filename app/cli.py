@@ -85,6 +85,9 @@ def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
                            '--config=configs/extract_c3d.py')
     from data_pipelines import extract  # pylint: disable=g-import-not-at-top
     return extract.run_extraction(cfg, workdir, progress)
+  if mode == 'predict':
+    from app import predict  # pylint: disable=g-import-not-at-top
+    return predict.run(cfg, workdir, progress)
   if mode == 'sweep':
     from app import sweep  # pylint: disable=g-import-not-at-top
     return sweep.run(cfg, workdir, progress)

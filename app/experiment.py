@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from app import config_checks
+from app import config_checks, detector
 from data_pipelines import datasets, normalize, synthetic
 from dlvhd_jax import distributed, evaluation, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
@@ -157,6 +157,8 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   facts = data_facts(data)
   if mode == 'train':
     os.makedirs(workdir, exist_ok=True)
+    # What --mode=predict must feed this model (features, extraction record, normalization).
+    detector.write_feature_record(workdir, cfg, data)
     graphdef, state = train.fit(
         cfg, workdir, source, target, objective, mesh, in_dim=data.feature_dim,
         show_progress=show_progress, data_facts=facts,

@@ -112,6 +112,21 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 1024  # windows per compiled call
   c.eval.every_steps = 0  # > 0: source-validation mAP every this many steps (metrics.jsonl)
 
+  # --mode=predict (app/predict.py): a trained run (--workdir) applied to new videos.
+  c.predict = ml_collections.ConfigDict()
+  c.predict.inputs = ''  # a video, a folder of videos / .npy files, or comma-separated paths
+  c.predict.output_dir = ''  # '' = <workdir>/predictions
+  c.predict.video = ''  # the video of a single .npy input (thumbnails and reel only)
+  c.predict.segment_seconds = 0.0  # .npy timing; 0 = the run's extraction rule / even split
+  c.predict.top_fraction = 0.2  # highlights: this fraction of the segments (top_k = 0)
+  c.predict.top_k = 0  # > 0: this many top segments instead
+  c.predict.reel_seconds = 30.0  # the reel's length at most
+  c.predict.thumbnails = 4  # frames of the top segments drawn above the curve
+  c.predict.weights = ''  # the C3D weights file, if it moved since extraction (sha256-checked)
+  c.predict.batch_size = 16  # clips per C3D call
+  c.predict.decode_threads = 2
+  c.predict.decoder = 'pyav'  # pyav | nvdec (NVIDIA GPU decoding; see configs/extract_c3d.py)
+
   c.benchmark = ml_collections.ConfigDict()
   c.benchmark.num_steps = 10
   c.benchmark.warmup_steps = 2

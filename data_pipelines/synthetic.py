@@ -88,3 +88,61 @@ def write_synthetic_dataset(root: str, *, categories=CATEGORIES, videos_per_cate
     if not os.path.isfile(os.path.join(root, 'youtube_anno.json')):
       raise
   return root
+
+
+def label_extracted(root: str, *, stream: str = 'c3d', categories=('demo_a', 'demo_b'),
+                    copies: int = 4, highlight_fraction: float = 0.3, seed: int = 0) -> str:
+  """Turns an extraction output (youtube_anno.json + video_features/<vid>_<stream>.npy of
+  real videos, all unlabeled) into a small labeled dataset for trying the whole path
+  (extract -> train -> predict) without an annotated dataset.
+
+  Every extracted video becomes `copies` videos per category (`<vid>__<category><k>`, its
+  features plus 1% noise) whose highlights are the `highlight_fraction` of its segments with
+  the largest sum of unit-normalized features: a synthetic but learnable label. Written into `root` (its
+  extraction record stays beside the features) with splits/umt_splits.json. Returns `root`.
+  """
+  anno_path = os.path.join(root, 'youtube_anno.json')
+  with open(anno_path) as f:
+    anno = json.load(f)
+  rng = np.random.RandomState(seed)
+  originals = sorted(v for v, e in anno.items() if '__' not in v)
+  if not originals:
+    raise ValueError(f'{anno_path} lists no extracted videos')
+  umt = {}
+  for c in categories:
+    ids = []
+    for vid in originals:
+      x = np.load(os.path.join(root, 'video_features', f'{vid}_{stream}.npy')).astype(np.float32)
+      # A linear function of the unit-normalized features: learnable with or without l2.
+      key = x.sum(1) / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+      k = max(1, int(round(highlight_fraction * len(x))))
+      match = np.where(np.argsort(np.argsort(-key, kind='stable')) < k, 1, -1)
+      for i in range(copies):
+        new = f'{vid}__{c}{i}'
+        y = x + 0.01 * x.std() * rng.randn(*x.shape).astype(np.float32)
+        np.save(os.path.join(root, 'video_features', f'{new}_{stream}.npy'),
+                y.astype(np.load(os.path.join(root, 'video_features', f'{vid}_{stream}.npy'),
+                                 mmap_mode='r').dtype))
+        anno[new] = {**anno[vid], 'domain': c, 'match': [int(m) for m in match],
+                     'mturk': [float(m > 0) for m in match]}
+        ids.append(new)
+    n_train = max(1, int(0.75 * len(ids)))
+    umt[c] = {'train': ids[:n_train], 'val': ids[n_train:]}
+  os.makedirs(os.path.join(root, 'splits'), exist_ok=True)
+  with open(os.path.join(root, 'splits', 'umt_splits.json'), 'w') as f:
+    json.dump(umt, f)
+  with open(anno_path + '.tmp', 'w') as f:
+    json.dump(anno, f)
+  os.replace(anno_path + '.tmp', anno_path)
+  return root
+
+
+if __name__ == '__main__':
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description='Synthetic labels for extracted features '
+                                   '(label_extracted): python -m data_pipelines.synthetic --label <dir>')
+  parser.add_argument('--label', required=True, help='an extraction output folder')
+  parser.add_argument('--stream', default='c3d')
+  parser.add_argument('--copies', type=int, default=4)
+  args = parser.parse_args()
+  print(label_extracted(args.label, stream=args.stream, copies=args.copies))

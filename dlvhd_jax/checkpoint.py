@@ -29,7 +29,7 @@ from dlvhd_jax.errors import UserInputError
 RESUME_SAFE = ('name', 'compare_methods', 'data.root', 'data.source', 'data.tfds_data_dir', 'train.log_every_steps',
                'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.transfer_guard',
                'train.steps_per_dispatch', 'model.remat', 'eval.edge_rule', 'eval.batch_size',
-               'benchmark', 'sweep', 'uda', 'mesh')
+               'benchmark', 'sweep', 'uda', 'mesh', 'predict')
 
 
 def _plain(value):

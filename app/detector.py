@@ -1,0 +1,449 @@
+"""HighlightDetector: a trained run applied to new videos (the Python side of --mode=predict).
+
+  det = HighlightDetector.from_workdir('runs/my_run')
+  pred = det.score_video('match.mp4')            # or an .npy of features [T, D]
+  det.render(pred, 'out/')                        # out/<vid>.json, <vid>.png, <vid>_highlights.mp4
+
+What a run needs to score raw video is in its workdir: config.json (the model and method),
+the latest checkpoint (all vectorized seeds, averaged as an ensemble) and features.json,
+written at training time, which names the feature streams, their dimension and, for
+features made by --mode=extract, the extraction record (extractor, weights file and its
+sha256 or "random weights" with their seed, segmenting rule, frame sampling, dtypes). Video
+is cut and featurized exactly as the training features were; an .npy input is scored as
+given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from typing import Callable, Iterable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from data_pipelines import normalize, video
+from dlvhd_jax import evaluation, methods, parallel, train
+from dlvhd_jax.checkpoint import Checkpointer
+from dlvhd_jax.errors import UserInputError
+
+FEATURE_RECORD = 'features.json'
+NORMALIZATION = 'normalization.npz'
+
+
+# ----------------------------------------------------------------------------- highlights
+
+def ranks(scores: np.ndarray) -> np.ndarray:
+  """1 = the highest score; ties go to the earlier segment."""
+  order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, np.float64)))
+  r = np.empty(len(scores), np.int64)
+  r[order] = np.arange(1, len(scores) + 1)
+  return r
+
+
+def relative(scores: np.ndarray) -> np.ndarray:
+  """Scores min-max scaled within the video: 1 = its best segment, 0 = its worst (all 0.5
+  when they tie). The model ranks segments within a set, so only the order within a video
+  means something; a trained model's raw scores often sit near one end of (-1, 1)."""
+  s = np.asarray(scores, np.float64)
+  span = float(s.max() - s.min()) if len(s) else 0.0
+  return (s - s.min()) / span if span > 0 else np.full(len(s), 0.5)
+
+
+def num_top(num_segments: int, top_fraction: float, top_k: int) -> int:
+  """How many segments are highlights: top_k if > 0, else ceil(top_fraction * T) (>= 1)."""
+  if num_segments == 0:
+    return 0
+  k = int(top_k) if top_k and top_k > 0 else math.ceil(float(top_fraction) * num_segments)
+  return int(min(num_segments, max(1, k)))
+
+
+def merge_top(starts, ends, scores, k: int) -> list[dict]:
+  """The `k` best segments merged into intervals where they touch or overlap, in time order:
+  [{start_s, end_s, score}] with score = the mean of the merged segments' scores."""
+  top = np.flatnonzero(ranks(scores) <= k)
+  top = top[np.argsort(np.asarray(starts)[top], kind='stable')]
+  out: list[dict] = []
+  members: list[float] = []
+  for i in top:
+    s, e, x = float(starts[i]), float(ends[i]), float(scores[i])
+    if out and s <= out[-1]['end_s'] + 1e-6:
+      out[-1]['end_s'] = max(out[-1]['end_s'], e)
+      members.append(x)
+      out[-1]['score'] = float(np.mean(members))
+    else:
+      out.append({'start_s': s, 'end_s': e, 'score': x})
+      members = [x]
+  return out
+
+
+def reel_plan(highlights: Sequence[dict], reel_seconds: float) -> list[tuple[float, float]]:
+  """Intervals for a reel of at most `reel_seconds`: the best-scoring highlights first (the
+  last one taken is shortened to fit), played in time order."""
+  left, chosen = float(reel_seconds), []
+  for h in sorted(highlights, key=lambda h: (-h['score'], h['start_s'])):
+    if left <= 1e-6:
+      break
+    length = min(h['end_s'] - h['start_s'], left)
+    chosen.append((h['start_s'], h['start_s'] + length))
+    left -= length
+  return sorted(chosen)
+
+
+@dataclasses.dataclass
+class Prediction:
+  """Scores of one video. starts_s, ends_s, scores: [T]; scores in (-1, 1), the mean over the
+  run's seeds (float64: their order is the ranking); highlights: merged top segments
+  (merge_top)."""
+  video: str
+  path: str | None
+  duration_s: float
+  fps: float | None
+  starts_s: np.ndarray
+  ends_s: np.ndarray
+  scores: np.ndarray
+  highlights: list[dict]
+  model: dict
+
+  def to_json(self) -> dict:
+    rank, rel = ranks(self.scores), relative(self.scores)
+    return {
+        'video': self.video, 'path': self.path, 'duration_s': round(self.duration_s, 4),
+        'fps': self.fps, 'model': self.model,
+        'segments': [{'start_s': round(float(s), 4), 'end_s': round(float(e), 4),
+                      'score': float(x), 'relative': round(float(q), 4), 'rank': int(r)}
+                     for s, e, x, q, r in zip(self.starts_s, self.ends_s, self.scores, rel,
+                                              rank)],
+        'highlights': [{k: round(v, 4) if k != 'score' else v for k, v in h.items()}
+                       for h in self.highlights]}
+
+
+# ----------------------------------------------------------------------------- the detector
+
+def _recorded_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      doc = json.load(f)
+    cfg = doc['history'][-1]['config'] if 'history' in doc else doc
+  except (OSError, ValueError, KeyError, IndexError) as e:
+    raise UserInputError(f'{path}: no readable run config ({type(e).__name__}); pass '
+                         '--workdir=<a folder that --mode=train wrote>') from None
+  return ml_collections.ConfigDict(cfg)
+
+
+def write_feature_record(workdir: str, cfg, data) -> None:
+  """At training time: <workdir>/features.json (what predict must feed the model) and, for
+  data.normalize=standardize, the source statistics in normalization.npz."""
+  from dlvhd_jax import files  # pylint: disable=g-import-not-at-top
+  root = cfg.data.root
+  streams = []
+  for s in [x.strip() for x in cfg.data.features.split('+') if x.strip()]:
+    rec_path = os.path.join(root, f'{s}_extraction.json') if root else ''
+    extraction = None
+    if rec_path and os.path.isfile(rec_path):
+      with open(rec_path) as f:
+        extraction = json.load(f)
+    streams.append({'stream': s, 'extraction': extraction})
+  mode = cfg.data.get('normalize', 'none')
+  files.write_json(os.path.join(workdir, FEATURE_RECORD), {
+      'features': cfg.data.features, 'feature_dim': int(data.feature_dim),
+      'normalize': mode, 'streams': streams})
+  if mode == 'standardize':
+    mean, std = normalize.fit_standardizer([v.features for v in data.source_train])
+    files.write_npz(os.path.join(workdir, NORMALIZATION), {'mean': mean, 'std': std})
+
+
+class HighlightDetector:
+  """A trained run's model, ready to score features or videos (see the module docstring)."""
+
+  def __init__(self, workdir: str, cfg, graphdef, params, step: int, in_dim: int,
+               record: dict, normalizer: Callable[[np.ndarray], np.ndarray], weights: str = ''):
+    self.workdir, self.cfg, self.step, self.in_dim = workdir, cfg, step, in_dim
+    self.record, self._normalize, self._weights = record, normalizer, weights
+    self.objective = methods.get_objective(cfg.method)
+    self.num_seeds = train.num_seeds(cfg)
+    self._graphdef, self._params = graphdef, params
+    self._mesh = parallel.make_mesh()
+    self._logit_fn = evaluation.make_logit_fn(graphdef, tuple(self.objective.eval_heads),
+                                              self._mesh, self.num_seeds > 1)
+    self._extractor = None
+
+  @classmethod
+  def from_workdir(cls, workdir: str, step: int | None = None, weights: str = '') -> 'HighlightDetector':
+    """The run in `workdir` at checkpoint `step` (default: the latest). `weights`: where the
+    extractor's weights file is now, if it moved since extraction (checked by sha256)."""
+    cfg = _recorded_config(workdir)
+    objective = methods.get_objective(cfg.method)
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    if not os.path.isdir(ckpt_dir):
+      raise UserInputError(f'no checkpoint in {ckpt_dir}: train the run first (--mode=train)')
+    ckpt = Checkpointer(workdir, cfg.train.max_checkpoints)
+    try:
+      step = ckpt.latest_step() if step is None else step
+      if step is None:
+        raise UserInputError(f'no checkpoint in {ckpt_dir}: train the run first (--mode=train)')
+      in_dim = int(ckpt.saved_fingerprint(step)['resolved.feature_dim'])
+      mesh = parallel.make_mesh()
+      tx, _ = train.make_optimizer(cfg, train.make_schedule(cfg, 1))
+      graphdef, like = train.init_state(cfg, in_dim, objective, tx, mesh)
+      state = ckpt.restore(like, step)
+    finally:
+      ckpt.close()
+    record = _read_record(workdir, cfg, in_dim)
+    return cls(workdir, cfg, graphdef, train.eval_params(cfg, state),
+               int(step), in_dim, record, _normalizer(workdir, record), weights)
+
+  # ------------------------------------------------------------------------- features
+
+  @property
+  def model_info(self) -> dict:
+    return {'workdir': os.path.abspath(self.workdir), 'method': self.cfg.method,
+            'step': self.step, 'num_seeds': self.num_seeds, 'features': self.record['features']}
+
+  def check_features(self, features: np.ndarray, where: str) -> np.ndarray:
+    """[T, D] float32, or a one-line error naming both sides of a mismatch."""
+    f = np.asarray(features)
+    if f.ndim != 2 or f.shape[0] == 0:
+      raise UserInputError(f'{where}: features must be [segments, dim] with at least one '
+                           f'segment, got shape {f.shape}')
+    if f.shape[1] != self.in_dim:
+      raise UserInputError(
+          f'{where} has {f.shape[1]} features per segment but the model in {self.workdir} was '
+          f"trained on {self.in_dim} ({self.record['features']}): give features of that stream")
+    if not np.issubdtype(f.dtype, np.number) or not np.isfinite(f).all():
+      raise UserInputError(f'{where}: features must be finite numbers')
+    return f.astype(np.float32)
+
+  def scores(self, features: np.ndarray) -> np.ndarray:
+    """[T, D] -> [T] float64: windowed scores, averaged over the run's seeds."""
+    s = evaluation.predict(self._graphdef, self._params, [self._normalize(features)],
+                           self.objective.eval_heads, self.cfg, self._mesh,
+                           replicas=self.num_seeds > 1, logit_fn=self._logit_fn)[0]
+    return np.asarray(s, np.float64).reshape(-1, len(features)).mean(0)
+
+  def score_features(self, features: np.ndarray, *, vid: str = 'video', intervals_s=None,
+                     duration_s: float | None = None, fps: float | None = None,
+                     path: str | None = None, top_fraction: float = 0.2,
+                     top_k: int = 0) -> Prediction:
+    """Scores [T, D] features whose segments span `intervals_s` ([T, 2] seconds)."""
+    f = self.check_features(features, vid)
+    iv = np.asarray(intervals_s, np.float64).reshape(-1, 2)
+    if len(iv) != len(f):
+      raise UserInputError(f'{vid}: {len(f)} feature rows but {len(iv)} segment intervals')
+    duration = float(duration_s if duration_s is not None else iv[:, 1].max())
+    sc = self.scores(f)
+    return Prediction(vid, path, duration, fps, iv[:, 0], iv[:, 1], sc,
+                      merge_top(iv[:, 0], iv[:, 1], sc, num_top(len(sc), top_fraction, top_k)),
+                      self.model_info)
+
+  def load_npy(self, path: str) -> tuple[str, np.ndarray]:
+    """-> (video id, [T, D]) from an .npy; `<vid>_<stream>.npy` of a multi-stream run takes
+    the other streams from the files beside it."""
+    name = os.path.basename(path)[:-4]
+    streams = [s['stream'] for s in self.record['streams']]
+    for s in streams:
+      if name.endswith('_' + s) and len(streams) > 1:
+        base = path[:-len(f'_{s}.npy')]
+        parts = []
+        for t in streams:
+          p = f'{base}_{t}.npy'
+          if not os.path.isfile(p):
+            raise UserInputError(f'{path}: the model takes {"+".join(streams)} features; '
+                                 f'{p} is missing')
+          parts.append(_load(p))
+        if len({len(x) for x in parts}) != 1:
+          raise UserInputError(f'{base}_*.npy: the streams have different numbers of rows')
+        return os.path.basename(base), np.concatenate(parts, axis=1)
+    return (name[:-len(streams[0]) - 1] if len(streams) == 1 and name.endswith('_' + streams[0])
+            else name), _load(path)
+
+  def score_video(self, path_or_features, *, video_path: str | None = None,
+                  segment_seconds: float = 0.0, top_fraction: float = 0.2,
+                  top_k: int = 0, **pipeline) -> Prediction:
+    """Scores one video file, one .npy file or a [T, D] array (timing: `segment_seconds`, or
+    the features' extraction rule, or the length of `video_path` split evenly). `pipeline`:
+    score_videos' batch_size, decode_threads, decoder."""
+    if isinstance(path_or_features, str) and not path_or_features.endswith('.npy'):
+      out = []
+      errors = []
+      self.score_videos([path_or_features], out.append,
+                        lambda vid, msg: errors.append(msg), top_fraction=top_fraction,
+                        top_k=top_k, **pipeline)
+      if errors:
+        raise video.VideoError(errors[0])
+      return out[0]
+    if isinstance(path_or_features, str):
+      vid, feats = self.load_npy(path_or_features)
+      where = path_or_features
+    else:
+      vid, feats, where = 'video', np.asarray(path_or_features), 'features'
+    feats = self.check_features(feats, where)
+    iv, duration, fps = self.npy_timing(len(feats), where, video_path, segment_seconds)
+    return self.score_features(feats, vid=vid, intervals_s=iv, duration_s=duration, fps=fps,
+                               path=video_path, top_fraction=top_fraction, top_k=top_k)
+
+  def npy_timing(self, rows: int, where: str, video_path: str | None, segment_seconds: float):
+    """-> (intervals [T, 2] s, duration s, fps) for features given without their video cut."""
+    info = video.probe(video_path) if video_path else None
+    seconds = float(segment_seconds or 0) or self.segment_seconds(required=False)
+    if seconds:
+      iv = np.stack([np.arange(rows) * seconds, (np.arange(rows) + 1) * seconds], 1)
+    elif info is not None:
+      edges = np.linspace(0.0, info.num_frames / info.fps, rows + 1)
+      iv = np.stack([edges[:-1], edges[1:]], 1)
+    else:
+      raise UserInputError(f'{where}: how long is a segment? pass --config.predict.segment_seconds'
+                           ' or the video with --config.predict.video')
+    duration = info.num_frames / info.fps if info is not None else float(iv[-1, 1])
+    iv = np.minimum(iv, max(duration, float(iv[0, 1])))
+    return iv, duration, (info.fps if info is not None else None)
+
+  # ------------------------------------------------------------------------- videos
+
+  def extraction(self) -> dict:
+    """The settings the run's features were extracted with, or a one-line error."""
+    streams = self.record['streams']
+    missing = [s['stream'] for s in streams if not s.get('extraction')]
+    if len(streams) != 1 or missing:
+      raise UserInputError(
+          f"the model in {self.workdir} was trained on {self.record['features']!r} features "
+          'that --mode=extract did not make (no <stream>_extraction.json beside them), so it '
+          'cannot featurize a video: pass its features as --config.predict.inputs=<vid>.npy')
+    return streams[0]['extraction']['settings']
+
+  def segment_seconds(self, required: bool = True) -> float:
+    """Segment length of the run's extraction rule (annotation rule: its median clip)."""
+    try:
+      st = self.extraction()
+    except UserInputError:
+      if required:
+        raise
+      return 0.0
+    if st['segmenter'] == 'segment_seconds':
+      return float(st['segment_seconds'])
+    rec = self.record['streams'][0]['extraction']
+    return float(rec.get('clip_seconds') or 0.0)
+
+  def _extract_config(self, batch_size: int, decode_threads: int, decoder: str):
+    from configs import extract_c3d  # pylint: disable=g-import-not-at-top
+    st = self.extraction()
+    c = extract_c3d.get_config()
+    for k in ('frame_sampling', 'dtype', 'output_dtype', 'seed', 'segmenter', 'segment_seconds',
+              'sample_fps'):
+      if k in st:
+        c[k] = st[k]
+    if st['segmenter'] == 'annotation':
+      c.segmenter, c.segment_seconds = 'segment_seconds', self.segment_seconds()
+      if not c.segment_seconds:
+        raise UserInputError(f'{self.workdir}: the extraction record has no clip length for '
+                             'new videos; pass --config.predict.segment_seconds')
+    c.num_views, c.batch_size, c.decode_threads = 0, int(batch_size), int(decode_threads)
+    c.decoder = decoder
+    return c
+
+  def _c3d_params(self):
+    if self._extractor is None:
+      from dlvhd_jax import c3d  # pylint: disable=g-import-not-at-top
+      st = self.extraction()
+      if st.get('random_weights'):
+        self._extractor = c3d.init_random_params(int(st.get('seed', 0)))
+      else:
+        path = self._weights or st['weights']
+        if not os.path.isfile(path):
+          raise UserInputError(f'the C3D weights the run was trained with, {path}, are gone: '
+                               'pass their new place as --config.predict.weights')
+        with open(path, 'rb') as f:
+          digest = hashlib.file_digest(f, 'sha256').hexdigest()
+        if digest != st.get('weights_sha256'):
+          raise UserInputError(f'{path} (sha256 {digest[:12]}) is not the weights file the '
+                               f"features were extracted with (sha256 {st['weights_sha256'][:12]})")
+        self._extractor = c3d.load_params(path)
+    return self._extractor
+
+  def score_videos(self, paths: Iterable[str], on_result: Callable[[Prediction], None],
+                   on_error: Callable[[str, str], None], *, top_fraction: float = 0.2,
+                   top_k: int = 0, batch_size: int = 16, decode_threads: int = 2,
+                   decoder: str = 'pyav', progress=None) -> dict:
+    """Featurizes and scores video files with decoding overlapped with device compute (the
+    extraction pipeline); on_result(prediction) per video, on_error(vid, message) per
+    failure. Returns the pipeline's timing (clips, wall_s)."""
+    from data_pipelines import extract  # pylint: disable=g-import-not-at-top
+    ecfg = self._extract_config(batch_size, decode_threads, decoder)
+    if decoder not in extract.DECODERS:
+      raise UserInputError(f"config.predict.decoder={decoder!r} must be 'pyav' or 'nvdec'")
+    if decoder == 'nvdec':
+      from data_pipelines import nvdec  # pylint: disable=g-import-not-at-top
+      nvdec.check_available()
+    params = self._c3d_params()
+    out_dtype = np.dtype(ecfg.output_dtype)
+    jobs = [extract._Job(video_id(p), p, ecfg) for p in paths]  # pylint: disable=protected-access
+    by_vid = {j.vid: j.path for j in jobs}
+
+    def on_video(vid, entry, feats, stats):
+      del stats
+      fps = float(entry['fps'])
+      frames = int(entry['frames'])
+      iv = np.asarray(entry['clip'], np.float64) / fps
+      iv[-1, 1] = frames / fps  # a dropped short tail belongs to the last segment
+      try:
+        on_result(self.score_features(feats[:, 0].astype(out_dtype).astype(np.float32), vid=vid,
+                                      intervals_s=iv, duration_s=frames / fps, fps=fps,
+                                      path=by_vid[vid], top_fraction=top_fraction, top_k=top_k))
+      except (UserInputError, OSError, video.VideoError) as e:
+        on_error(vid, f'{vid}: {e}')
+
+    return extract._run_pipeline(jobs, params, ecfg, on_video, on_error,  # pylint: disable=protected-access
+                                 progress=progress)
+
+  # ------------------------------------------------------------------------- outputs
+
+  def render(self, prediction: Prediction, output_dir: str, *, video_path: str | None = None,
+             reel_seconds: float = 30.0, thumbnails: int = 4) -> dict:
+    """Writes <vid>.png, <vid>_highlights.mp4 (when there is a video) and <vid>.json (last:
+    its presence means the video is done). Returns {'json', 'png', 'reel'} paths."""
+    from app import report  # pylint: disable=g-import-not-at-top
+    return report.write_video_outputs(prediction, output_dir, video_path or prediction.path,
+                                      reel_seconds=reel_seconds, thumbnails=thumbnails)
+
+
+def video_id(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def _load(path: str) -> np.ndarray:
+  try:
+    return np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'{path}: not a readable .npy file ({" ".join(str(e).split())})') from None
+
+
+def _read_record(workdir: str, cfg, in_dim: int) -> dict:
+  path = os.path.join(workdir, FEATURE_RECORD)
+  if os.path.isfile(path):
+    with open(path) as f:
+      rec = json.load(f)
+  else:  # a run trained before features.json existed: its features, no extraction record
+    rec = {'features': cfg.data.features, 'feature_dim': in_dim,
+           'normalize': cfg.data.get('normalize', 'none'),
+           'streams': [{'stream': s.strip(), 'extraction': None}
+                       for s in cfg.data.features.split('+') if s.strip()]}
+  return rec
+
+
+def _normalizer(workdir: str, record: dict):
+  mode = record.get('normalize', 'none')
+  if mode == 'none':
+    return lambda x: x
+  if mode == 'l2':
+    return normalize.l2
+  path = os.path.join(workdir, NORMALIZATION)
+  if not os.path.isfile(path):
+    raise UserInputError(f'{path} is missing: the run standardizes its features with the source '
+                         'statistics saved there at training time; retrain it')
+  with np.load(path) as z:
+    mean, std = z['mean'], z['std']
+  return lambda x: ((x - mean) / std).astype(np.float32)
