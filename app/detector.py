@@ -21,7 +21,6 @@ import math
 import os
 from typing import Callable, Iterable, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -32,6 +31,9 @@ from dlvhd_jax.errors import UserInputError
 
 FEATURE_RECORD = 'features.json'
 NORMALIZATION = 'normalization.npz'
+# Feature-file suffixes (<vid>_<stream>.npy) that name a stream: one the run was not trained
+# on is a mismatch even when the dimensions agree.
+KNOWN_STREAMS = ('rgb', 'opt', 'flow', 'c3d', 'i3d', 'clip', 'slowfast', 'vggish', 'audio')
 
 
 # ----------------------------------------------------------------------------- highlights
@@ -245,6 +247,11 @@ class HighlightDetector:
     the other streams from the files beside it."""
     name = os.path.basename(path)[:-4]
     streams = [s['stream'] for s in self.record['streams']]
+    suffix = name.rsplit('_', 1)[-1] if '_' in name else ''
+    if suffix in KNOWN_STREAMS and suffix not in streams:
+      raise UserInputError(f"{path} holds {suffix!r} features but the model in {self.workdir} "
+                           f"was trained on {self.record['features']!r}: give "
+                           f'<vid>_{streams[0]}.npy')
     for s in streams:
       if name.endswith('_' + s) and len(streams) > 1:
         base = path[:-len(f'_{s}.npy')]

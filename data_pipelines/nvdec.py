@@ -176,17 +176,9 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
   """`video.iter_segment_clips` with NVDEC: yields (segment, clips uint8 [V, 16, 112, 112, 3],
   BGR) in order of each segment's last frame. Raises VideoNotFoundError / CorruptVideoError
   as the PyAV version does, and UserInputError when NVDEC is unavailable."""
-  indices = np.asarray(indices, np.int64).reshape(-1, video.NUM_FRAMES)
-  crops = video.crop_plan(len(indices)) if crops is None else np.asarray(crops)
+  plan = video.SegmentSchedule(indices, crops)
   stats = stats if stats is not None else video.DecodeStats()
-  num = len(indices)
-  order = np.argsort(indices.max(1), kind='stable')
-  ready_at = indices.max(1)[order]
-  keep_from = np.minimum.accumulate(indices.min(1)[order][::-1])[::-1] if num else []
-  needed = set(indices.ravel().tolist())
-  cache: dict[int, np.ndarray] = {}
-  done = 0
-  if not num:
+  if not plan.num:
     return
   nvc = _import()
   if not os.path.isfile(path):
@@ -197,9 +189,9 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
       declared = int(len(decoder))
     except Exception:  # pylint: disable=broad-except
       declared = 0
-    stop_after = int(ready_at[-1]) + 1  # frames to decode: up to the last one needed
+    stop_after = plan.last_needed + 1  # frames to decode: up to the last one needed
     count, last_bgr, last_rgb = 0, None, None
-    while done < num:
+    while not plan.finished:
       want = max(1, min(BATCH_FRAMES, stop_after - count))
       try:
         frames = decoder.get_batch_frames(want)
@@ -213,33 +205,18 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
         break
       for frame in frames:
         i, count = count, count + 1
-        if i in needed:
-          cache[i] = _bgr_resized(frame)
-        while done < num and ready_at[done] <= i:
-          s = order[done]
-          yield int(s), video.crop_views(np.stack([cache[k] for k in indices[s]]), crops[s])
-          done += 1
-          floor_ = keep_from[done] if done < num else np.inf
-          for k in [k for k in cache if k < floor_]:
-            del cache[k]
-      if done < num:  # the frame to repeat if the video ends here (buffers get reused)
-        last_bgr = cache.get(count - 1)
+        if i in plan.needed:
+          plan.cache[i] = _bgr_resized(frame)
+        yield from plan.completed(i)
+      if not plan.finished:  # the frame to repeat if the video ends here (buffers get reused)
+        last_bgr = plan.cache.get(count - 1)
         last_rgb = None if last_bgr is not None else np.array(_host_view(frames[-1]))
     stats.decoded_frames = count
-    if done == num:
+    if plan.finished:
       return
-    if count == 0:
-      raise _corrupt(path, 'no decodable video frames')
-    if declared > 0 and count + max(2, declared // 100) < declared:
-      raise _corrupt(path, f'truncated: decoded {count} of {declared} frames')
+    video.check_frame_count(path, count, declared)
     last_img = last_bgr if last_bgr is not None else np.ascontiguousarray(
         video.resize(last_rgb)[..., ::-1])
-    while done < num:
-      s = order[done]
-      stats.clamped_segments += 1
-      frames = np.stack([cache.get(k, last_img) if k < count else last_img
-                         for k in indices[s]])
-      yield int(s), video.crop_views(frames, crops[s])
-      done += 1
+    yield from plan.clamped(count, last_img, stats)
   finally:
     del decoder

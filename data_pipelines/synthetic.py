@@ -137,6 +137,44 @@ def label_extracted(root: str, *, stream: str = 'c3d', categories=('demo_a', 'de
   return root
 
 
+
+def write_test_video(path: str, seconds: float, *, width: int = 1920, height: int = 1080,
+                     fps: int = 30, audio: bool = True, crf: int = 30) -> str:
+  """An H.264 mp4 (with an AAC tone when `audio`) of a moving pattern whose brightness
+  follows the frame number: long, large test videos for memory and speed measurements,
+  written frame by frame (memory stays at a few frames)."""
+  import av  # pylint: disable=g-import-not-at-top
+  import fractions  # pylint: disable=g-import-not-at-top
+  yy, xx = np.mgrid[0:height, 0:width]
+  base = ((xx + yy) % 256).astype(np.uint8)
+  n = int(round(seconds * fps))
+  with av.open(path, 'w') as out:
+    vs = out.add_stream('libx264', rate=fps)
+    vs.width, vs.height, vs.pix_fmt = width, height, 'yuv420p'
+    vs.options = {'crf': str(crf), 'preset': 'ultrafast', 'g': str(4 * fps)}
+    rate = 48000
+    aus = out.add_stream('aac', rate=rate, layout='stereo') if audio else None
+    samples = 0
+    for i in range(n):
+      shift = (7 * i) % width
+      img = np.roll(base, shift, axis=1)
+      img = np.stack([img, np.full_like(img, (i * 3) % 256), img[::-1]], axis=-1)
+      frame = av.VideoFrame.from_ndarray(img, format='rgb24')
+      frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
+      out.mux(vs.encode(frame))
+      while aus is not None and samples < (i + 1) * rate // fps:
+        t = (samples + np.arange(1024)) / rate
+        tone = (0.2 * np.sin(2 * np.pi * (220 + (i // fps) % 5 * 110) * t)).astype(np.float32)
+        af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format='fltp', layout='stereo')
+        af.sample_rate, af.pts, af.time_base = rate, samples, fractions.Fraction(1, rate)
+        samples += 1024
+        out.mux(aus.encode(af))
+    out.mux(vs.encode(None))
+    if aus is not None:
+      out.mux(aus.encode(None))
+  return path
+
+
 if __name__ == '__main__':
   import argparse  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description='Synthetic labels for extracted features '

@@ -256,6 +256,64 @@ def _decoded_frames(container, stream, path):
     yield frame
 
 
+class SegmentSchedule:
+  """What a sequential decoder keeps and when each segment is complete, for any decoder.
+
+  indices: int [S, 16] frame indices per segment; crops: [S, V, 3] from `crop_plan`.
+  Segments complete in order of their last frame; a decoded frame is kept (in `cache`, as
+  the decoder stores it: resized BGR) only while a pending segment still needs it.
+  """
+
+  def __init__(self, indices: np.ndarray, crops: np.ndarray | None = None):
+    self.indices = np.asarray(indices, np.int64).reshape(-1, NUM_FRAMES)
+    self.num = len(self.indices)
+    self.crops = crop_plan(self.num) if crops is None else np.asarray(crops)
+    self.order = np.argsort(self.indices.max(1), kind='stable')
+    self.ready_at = self.indices.max(1)[self.order]
+    # keep_from[k]: the smallest frame any of the segments order[k:] still needs.
+    self.keep_from = (np.minimum.accumulate(self.indices.min(1)[self.order][::-1])[::-1]
+                      if self.num else [])
+    self.needed = set(self.indices.ravel().tolist())
+    self.last_needed = int(self.ready_at[-1]) if self.num else -1
+    self.cache: dict[int, np.ndarray] = {}
+    self.done = 0
+
+  @property
+  def finished(self) -> bool:
+    return self.done == self.num
+
+  def completed(self, i: int) -> Iterator[tuple[int, np.ndarray]]:
+    """After frame `i` was decoded: (segment, clips [V, 16, 112, 112, 3]) of every segment
+    now complete, dropping the frames no pending segment needs."""
+    while self.done < self.num and self.ready_at[self.done] <= i:
+      s = self.order[self.done]
+      yield int(s), crop_views(np.stack([self.cache[k] for k in self.indices[s]]), self.crops[s])
+      self.done += 1
+      floor_ = self.keep_from[self.done] if self.done < self.num else np.inf
+      for k in [k for k in self.cache if k < floor_]:
+        del self.cache[k]
+
+  def clamped(self, count: int, last_img: np.ndarray,
+              stats: DecodeStats) -> Iterator[tuple[int, np.ndarray]]:
+    """The segments left when the video ended after `count` frames: frames past the end are
+    the last decoded one (`last_img`, resized BGR)."""
+    while self.done < self.num:
+      s = self.order[self.done]
+      stats.clamped_segments += 1
+      frames = np.stack([self.cache.get(k, last_img) if k < count else last_img
+                         for k in self.indices[s]])
+      yield int(s), crop_views(frames, self.crops[s])
+      self.done += 1
+
+
+def check_frame_count(path: str, count: int, declared: int) -> None:
+  """CorruptVideoError for a video with no frames or fewer than its container declares."""
+  if count == 0:
+    raise _corrupt(path, 'no decodable video frames')
+  if declared > 0 and count + max(2, declared // 100) < declared:
+    raise _corrupt(path, f'truncated: decoded {count} of {declared} frames')
+
+
 def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None, *,
                        stats: DecodeStats | None = None,
                        decoder_threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
@@ -268,18 +326,9 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
   than its container declares, i.e. a truncated one; decoding stops after the last frame a
   segment needs, so a cut after that frame goes unnoticed and costs nothing).
   """
-  indices = np.asarray(indices, np.int64).reshape(-1, NUM_FRAMES)
-  crops = crop_plan(len(indices)) if crops is None else np.asarray(crops)
+  plan = SegmentSchedule(indices, crops)
   stats = stats if stats is not None else DecodeStats()
-  num = len(indices)
-  order = np.argsort(indices.max(1), kind='stable')
-  ready_at = indices.max(1)[order]
-  # keep_from[k]: the smallest frame any of the segments order[k:] still needs.
-  keep_from = np.minimum.accumulate(indices.min(1)[order][::-1])[::-1] if num else []
-  needed = set(indices.ravel().tolist())
-  cache: dict[int, np.ndarray] = {}
-  done = 0
-  if not num:
+  if not plan.num:
     return
   with _open(path) as container:
     stream = container.streams.video[0]
@@ -288,32 +337,15 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
     count, last = 0, None
     for frame in _decoded_frames(container, stream, path):
       i, count, last = count, count + 1, frame
-      if i in needed:
-        cache[i] = resize(frame.to_ndarray(format='bgr24'))
-      while done < num and ready_at[done] <= i:
-        s = order[done]
-        yield int(s), crop_views(np.stack([cache[k] for k in indices[s]]), crops[s])
-        done += 1
-        floor_ = keep_from[done] if done < num else np.inf
-        for k in [k for k in cache if k < floor_]:
-          del cache[k]
-      if done == num:
+      if i in plan.needed:
+        plan.cache[i] = resize(frame.to_ndarray(format='bgr24'))
+      yield from plan.completed(i)
+      if plan.finished:
         stats.decoded_frames = count
         return
     stats.decoded_frames = count
-    declared = stream.frames
-    if count == 0:
-      raise _corrupt(path, 'no decodable video frames')
-    if declared > 0 and count + max(2, declared // 100) < declared:
-      raise _corrupt(path, f'truncated: decoded {count} of {declared} frames')
-    last_img = resize(last.to_ndarray(format='bgr24'))
-    while done < num:
-      s = order[done]
-      stats.clamped_segments += 1
-      frames = np.stack([cache.get(k, last_img) if k < count else last_img
-                         for k in indices[s]])
-      yield int(s), crop_views(frames, crops[s])
-      done += 1
+    check_frame_count(path, count, stream.frames)
+    yield from plan.clamped(count, resize(last.to_ndarray(format='bgr24')), stats)
 
 
 def decode_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None,

@@ -79,6 +79,10 @@ def test_npy_input_streams_and_mismatch(synthetic_run, tmp_path, capsys):
                '--config.predict.segment_seconds=2') == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and '48 features per segment' in err[0] and 'trained on 64' in err[0]
+  np.save(tmp_path / 'clip_c3d.npy', feats)  # right size, wrong stream
+  assert _main(*args, f'--config.predict.inputs={tmp_path / "clip_c3d.npy"}') == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "'c3d' features" in err[0] and "'rgb+opt'" in err[0]
   (tmp_path / 'movie.mp4').write_bytes(b'not a video')
   assert _main(*args, f'--config.predict.inputs={tmp_path / "movie.mp4"}') == 2
   err = capsys.readouterr().err.strip().splitlines()
