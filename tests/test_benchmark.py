@@ -10,7 +10,9 @@ KEYS = ('step_time_s', 'sets_per_s', 'segments_per_s', 'train_tflop_per_step', '
         'global_batch', 'params', 'peak_memory_bytes')
 
 
-@pytest.mark.parametrize('method,devices', [('dlvhd', 2), ('sl', None)])
+# The DL-VHD step on 2 devices covers the most (three set kinds, two heads, a mesh); the
+# single-device SL path is the same code with fewer of each.
+@pytest.mark.parametrize('method,devices', [('dlvhd', 2)])
 def test_benchmark_json(tmp_path, method, devices):
   proc = run_launch(['--config=configs/youtube_surfing.py', f'--workdir={tmp_path}', '--mode=benchmark',
                      f'--config.method={method}', '--config.model.width=64', '--config.model.depth=2',

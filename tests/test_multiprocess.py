@@ -66,8 +66,8 @@ def _args(root, wd, **kw):
 
 def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, root):
   """2 processes x 2 devices = 1 process x 4 devices (losses, scores, mAP); the 2 x 2 run's
-  step-10 checkpoint, resumed by 1 x 4 and by 1 x 1, ends where the 2 x 2 run ends (orbax
-  reshards on restore)."""
+  step-10 checkpoint, resumed by 1 x 1, ends where the 2 x 2 run ends (orbax reshards on
+  restore; the SIGTERM test below resumes an FSDP-sharded 2 x 2 checkpoint on 1 x 4)."""
   import shutil  # pylint: disable=import-outside-toplevel
   kw = {'train.num_steps': 20}
   one = run_launch(_args(root, tmp_path / 'one', **kw), devices=4)
@@ -92,7 +92,7 @@ def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(t
   assert json.loads(runs[0][1].strip().splitlines()[-1])['map'] == b['map']
   assert not runs[1][1].strip()
 
-  for devices in (4, 1):
+  for devices in (1,):
     wd = tmp_path / f'resume{devices}'
     shutil.copytree(tmp_path / 'two', wd)
     shutil.rmtree(wd / 'checkpoints' / '20')

@@ -1,4 +1,7 @@
-"""--mode=predict and HighlightDetector: scores, curve, reel and index.html of new videos."""
+"""--mode=predict and HighlightDetector: scores, curve, reel and index.html of new videos.
+
+The real-video fixture is also the test that extracted C3D features train and evaluate
+(data.features=c3d)."""
 import json
 import os
 import shutil
@@ -131,10 +134,18 @@ def video_run(tmp_path_factory):
                f'--config.video_dir={VIDEOS}', '--config.segmenter=segment_seconds',
                '--config.segment_seconds=2.0', '--config.allow_random_weights=True',
                '--config.batch_size=8') == 0
+  anno = json.load(open(os.path.join(feats, 'youtube_anno.json')))
+  assert set(anno) == {'bikes', 'bigbuckbunny'}
+  for vid, entry in anno.items():
+    x = np.load(os.path.join(feats, 'video_features', f'{vid}_c3d.npy'))
+    assert x.shape == (len(entry['clip']), 4096) and np.isfinite(x).all()
   synthetic.label_extracted(feats, copies=3)
+  # Training reads the extracted features (data.features=c3d) and evaluates on them.
   assert _main('--config=configs/own_videos.py', f'--workdir={run}', f'--config.data.root={feats}',
                '--config.num_seeds=2', '--config.train.num_steps=20',
                '--config.train.checkpoint_every_steps=20') == 0
+  res = json.load(open(os.path.join(run, 'results.json')))
+  assert res['features'] == 'c3d' and res['num_test_videos'] == 2 and 0 < res['map'] <= 1
   os.makedirs(inputs)
   for name in ('bikes.mp4', 'bigbuckbunny.mp4'):
     shutil.copy(os.path.join(VIDEOS, name), inputs)
