@@ -39,6 +39,17 @@ def collect_inputs(inputs: str) -> tuple[list[str], list[str]]:
   return videos, npys
 
 
+def _check_decoder(decoder: str) -> None:
+  from data_pipelines import nvdec  # pylint: disable=g-import-not-at-top
+  if decoder not in ('pyav', 'nvdec'):
+    raise UserInputError(f"config.predict.decoder={decoder!r} must be 'pyav' or 'nvdec'")
+  if decoder == 'nvdec':
+    try:
+      nvdec.check_available()
+    except UserInputError as e:
+      raise UserInputError(str(e).replace('--config.decoder=', '--config.predict.decoder=')) from None
+
+
 def _done(out_dir: str, vid: str, det: detector.HighlightDetector) -> bool:
   path = os.path.join(out_dir, vid + '.json')
   try:
@@ -58,8 +69,9 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   if p.video and len(npys) != 1:
     raise UserInputError('config.predict.video goes with exactly one .npy input')
   det = detector.HighlightDetector.from_workdir(workdir, weights=p.weights)
-  if videos:
-    det.extraction()  # a run that cannot featurize video says so before anything is written
+  if videos:  # what cannot featurize video says so before anything is written
+    det.extraction()
+    _check_decoder(p.decoder)
   os.makedirs(out_dir, exist_ok=True)
   opts = dict(top_fraction=float(p.top_fraction), top_k=int(p.top_k))
   render = dict(reel_seconds=float(p.reel_seconds), thumbnails=int(p.thumbnails))

@@ -86,6 +86,13 @@ def test_npy_input_streams_and_mismatch(synthetic_run, tmp_path, capsys):
   assert _main(*args, f'--config.predict.inputs={tmp_path / "clip_c3d.npy"}') == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "'c3d' features" in err[0] and "'rgb+opt'" in err[0]
+  for bad, says in ((('--config.predict.inputs=',), 'needs --config.predict.inputs'),
+                    ((f'--config.predict.inputs={tmp_path / "nope.mp4"}',), 'does not exist'),
+                    ((f'--config.predict.inputs={tmp_path / "clip.npy"}', '--workdir=/nonexistent'),
+                     'no readable run config')):
+    assert _main(*args, *bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
   (tmp_path / 'movie.mp4').write_bytes(b'not a video')
   assert _main(*args, f'--config.predict.inputs={tmp_path / "movie.mp4"}') == 2
   err = capsys.readouterr().err.strip().splitlines()
