@@ -14,16 +14,15 @@ given.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import ml_collections
 import numpy as np
 
+from app.highlights import Prediction, merge_top, num_top
 from data_pipelines import normalize, video
 from dlvhd_jax import evaluation, methods, parallel, train
 from dlvhd_jax.checkpoint import Checkpointer
@@ -34,93 +33,6 @@ NORMALIZATION = 'normalization.npz'
 # Feature-file suffixes (<vid>_<stream>.npy) that name a stream: one the run was not trained
 # on is a mismatch even when the dimensions agree.
 KNOWN_STREAMS = ('rgb', 'opt', 'flow', 'c3d', 'i3d', 'clip', 'slowfast', 'vggish', 'audio')
-
-
-# ----------------------------------------------------------------------------- highlights
-
-def ranks(scores: np.ndarray) -> np.ndarray:
-  """1 = the highest score; ties go to the earlier segment."""
-  order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, np.float64)))
-  r = np.empty(len(scores), np.int64)
-  r[order] = np.arange(1, len(scores) + 1)
-  return r
-
-
-def relative(scores: np.ndarray) -> np.ndarray:
-  """Scores min-max scaled within the video: 1 = its best segment, 0 = its worst (all 0.5
-  when they tie). The model ranks segments within a set, so only the order within a video
-  means something; a trained model's raw scores often sit near one end of (-1, 1)."""
-  s = np.asarray(scores, np.float64)
-  span = float(s.max() - s.min()) if len(s) else 0.0
-  return (s - s.min()) / span if span > 0 else np.full(len(s), 0.5)
-
-
-def num_top(num_segments: int, top_fraction: float, top_k: int) -> int:
-  """How many segments are highlights: top_k if > 0, else ceil(top_fraction * T) (>= 1)."""
-  if num_segments == 0:
-    return 0
-  k = int(top_k) if top_k and top_k > 0 else math.ceil(float(top_fraction) * num_segments)
-  return int(min(num_segments, max(1, k)))
-
-
-def merge_top(starts, ends, scores, k: int) -> list[dict]:
-  """The `k` best segments merged into intervals where they touch or overlap, in time order:
-  [{start_s, end_s, score}] with score = the mean of the merged segments' scores."""
-  top = np.flatnonzero(ranks(scores) <= k)
-  top = top[np.argsort(np.asarray(starts)[top], kind='stable')]
-  out: list[dict] = []
-  members: list[float] = []
-  for i in top:
-    s, e, x = float(starts[i]), float(ends[i]), float(scores[i])
-    if out and s <= out[-1]['end_s'] + 1e-6:
-      out[-1]['end_s'] = max(out[-1]['end_s'], e)
-      members.append(x)
-      out[-1]['score'] = float(np.mean(members))
-    else:
-      out.append({'start_s': s, 'end_s': e, 'score': x})
-      members = [x]
-  return out
-
-
-def reel_plan(highlights: Sequence[dict], reel_seconds: float) -> list[tuple[float, float]]:
-  """Intervals for a reel of at most `reel_seconds`: the best-scoring highlights first (the
-  last one taken is shortened to fit), played in time order."""
-  left, chosen = float(reel_seconds), []
-  for h in sorted(highlights, key=lambda h: (-h['score'], h['start_s'])):
-    if left <= 1e-6:
-      break
-    length = min(h['end_s'] - h['start_s'], left)
-    chosen.append((h['start_s'], h['start_s'] + length))
-    left -= length
-  return sorted(chosen)
-
-
-@dataclasses.dataclass
-class Prediction:
-  """Scores of one video. starts_s, ends_s, scores: [T]; scores in (-1, 1), the mean over the
-  run's seeds (float64: their order is the ranking); highlights: merged top segments
-  (merge_top)."""
-  video: str
-  path: str | None
-  duration_s: float
-  fps: float | None
-  starts_s: np.ndarray
-  ends_s: np.ndarray
-  scores: np.ndarray
-  highlights: list[dict]
-  model: dict
-
-  def to_json(self) -> dict:
-    rank, rel = ranks(self.scores), relative(self.scores)
-    return {
-        'video': self.video, 'path': self.path, 'duration_s': round(self.duration_s, 4),
-        'fps': self.fps, 'model': self.model,
-        'segments': [{'start_s': round(float(s), 4), 'end_s': round(float(e), 4),
-                      'score': float(x), 'relative': round(float(q), 4), 'rank': int(r)}
-                     for s, e, x, q, r in zip(self.starts_s, self.ends_s, self.scores, rel,
-                                              rank)],
-        'highlights': [{k: round(v, 4) if k != 'score' else v for k, v in h.items()}
-                       for h in self.highlights]}
 
 
 # ----------------------------------------------------------------------------- the detector

@@ -13,13 +13,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from app import detector  # pylint: disable=wrong-import-position
+from app import highlights  # pylint: disable=wrong-import-position
 from dlvhd_jax import files  # pylint: disable=wrong-import-position
 
 REEL_SUFFIX = '_highlights.mp4'
 
 
-def plot_curve(pred: detector.Prediction, path: str, thumbs: list) -> None:
+def plot_curve(pred: highlights.Prediction, path: str, thumbs: list) -> None:
   """Score over time with the highlight intervals shaded and the top segments' frames
   (`thumbs`: [(rank, time s, RGB image)]) above the curve, numbered on it."""
   n = len(thumbs)
@@ -28,7 +28,7 @@ def plot_curve(pred: detector.Prediction, path: str, thumbs: list) -> None:
   ax = fig.add_subplot(grid[-1, :])
   mid = (pred.starts_s + pred.ends_s) / 2
   order = np.argsort(mid, kind='stable')
-  rel = detector.relative(pred.scores)
+  rel = highlights.relative(pred.scores)
   for i, h in enumerate(pred.highlights):
     ax.axvspan(h['start_s'], h['end_s'], color='tab:orange', alpha=0.25, lw=0,
                label='highlights' if i == 0 else None)
@@ -59,7 +59,7 @@ def plot_curve(pred: detector.Prediction, path: str, thumbs: list) -> None:
   os.replace(path + '.tmp.png', path)
 
 
-def write_video_outputs(pred: detector.Prediction, out_dir: str, video_path: str | None, *,
+def write_video_outputs(pred: highlights.Prediction, out_dir: str, video_path: str | None, *,
                         reel_seconds: float = 30.0, thumbnails: int = 4) -> dict:
   """<vid>.png, <vid>_highlights.mp4 (with a video) and <vid>.json, the JSON last."""
   from data_pipelines import reel  # pylint: disable=g-import-not-at-top
@@ -69,14 +69,14 @@ def write_video_outputs(pred: detector.Prediction, out_dir: str, video_path: str
   paths = {'json': base + '.json', 'png': base + '.png', 'reel': None}
   thumbs = []
   if video_path:
-    plan = detector.reel_plan(pred.highlights, reel_seconds)
+    plan = highlights.reel_plan(pred.highlights, reel_seconds)
     clips = reel.write_reel(video_path, plan, base + REEL_SUFFIX, max_seconds=reel_seconds)
     paths['reel'] = base + REEL_SUFFIX
     doc['reel'] = {'file': os.path.basename(paths['reel']),
                    'duration_s': round(sum(c.end_s - c.start_s for c in clips), 4),
                    'clips': [{'start_s': round(c.start_s, 4), 'end_s': round(c.end_s, 4),
                               'reel_start_s': round(c.reel_start_s, 4)} for c in clips]}
-    rank = detector.ranks(pred.scores)
+    rank = highlights.ranks(pred.scores)
     top = [i for i in np.argsort(rank)[:max(0, int(thumbnails))]]
     times = [float((pred.starts_s[i] + pred.ends_s[i]) / 2) for i in top]
     images = reel.frames_at(video_path, times)

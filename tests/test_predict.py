@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import launch
-from app import detector
+from app import detector, highlights
 from conftest import SHARED_DATA, tiny_overrides
 from data_pipelines import synthetic
 
@@ -30,15 +30,15 @@ def _main(*args):
 
 def test_ranks_merge_and_reel_plan():
   scores = np.array([0.1, 0.9, 0.8, -0.5, 0.9, 0.2])
-  assert detector.ranks(scores).tolist() == [5, 1, 3, 6, 2, 4]  # a tie goes to the earlier
+  assert highlights.ranks(scores).tolist() == [5, 1, 3, 6, 2, 4]  # a tie goes to the earlier
   starts = np.arange(6) * 2.0
-  hl = detector.merge_top(starts, starts + 2.0, scores, 3)  # segments 1, 2 touch; 4 alone
+  hl = highlights.merge_top(starts, starts + 2.0, scores, 3)  # segments 1, 2 touch; 4 alone
   assert [(h['start_s'], h['end_s']) for h in hl] == [(2.0, 6.0), (8.0, 10.0)]
   assert hl[0]['score'] == pytest.approx(0.85)
   # Best first until the budget, the last one shortened, then played in time order.
-  assert detector.reel_plan(hl, 5.0) == [(2.0, 5.0), (8.0, 10.0)]
-  assert detector.num_top(10, 0.2, 0) == 2 and detector.num_top(10, 0.2, 7) == 7
-  assert detector.relative(np.array([-0.9999, -0.9997, -0.9998])).tolist() == pytest.approx([0, 1, .5])
+  assert highlights.reel_plan(hl, 5.0) == [(2.0, 5.0), (8.0, 10.0)]
+  assert highlights.num_top(10, 0.2, 0) == 2 and highlights.num_top(10, 0.2, 7) == 7
+  assert highlights.relative(np.array([-0.9999, -0.9997, -0.9998])).tolist() == pytest.approx([0, 1, .5])
 
 
 # ------------------------------------------------------------------ a run on synthetic features
