@@ -30,24 +30,32 @@ class ReelClip:
   reel_start_s: float
 
 
-def _frame_time(frame, stream) -> float | None:
+def _origin(container) -> float:
+  """Source time 0, in seconds of the container's clock: the first video frame (segment
+  times count frames from it), so audio is cut in sync with the video."""
+  v = container.streams.video[0]
+  return float((v.start_time or 0) * v.time_base)
+
+
+def _frame_time(frame, stream, origin: float) -> float | None:
   if frame.pts is None:
     return None
-  return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+  return float(frame.pts * stream.time_base) - origin
 
 
-def _seek(container, stream, t: float) -> None:
-  """To the key frame at or before source time `t` (seconds from the stream's start)."""
-  target = int(t / stream.time_base) + (stream.start_time or 0)
+def _seek(container, stream, t: float, origin: float) -> None:
+  """To the key frame at or before source time `t`."""
+  target = int((t + origin) / stream.time_base)
   container.seek(max(0, target), stream=stream, backward=True, any_frame=False)
 
 
 def _frames_between(container, stream, start: float, end: float) -> Iterator[tuple[float, object]]:
-  """(time, frame) of the frames of `stream` with start <= time < end, in order."""
-  _seek(container, stream, start)
+  """(time, frame) of the frames of video `stream` with start <= time < end, in order."""
+  origin = _origin(container)
+  _seek(container, stream, start, origin)
   half = 0.5 / float(stream.average_rate or stream.guessed_rate or 25)
   for frame in container.decode(stream):
-    t = _frame_time(frame, stream)
+    t = _frame_time(frame, stream, origin)
     if t is None or t < start - half:
       continue
     if t >= end - half:
@@ -68,7 +76,7 @@ def frames_at(path: str, times: Sequence[float], width: int = THUMB_WIDTH) -> li
         last = frame
         break
       if last is None:  # past the end: the last decodable frame
-        _seek(container, stream, max(0.0, t - 2.0))
+        _seek(container, stream, max(0.0, t - 2.0), _origin(container))
         for last in container.decode(stream):
           pass
       if last is not None:
@@ -100,10 +108,21 @@ def write_reel(path: str, intervals: Sequence[tuple[float, float]], out_path: st
   """Cuts `intervals` (source seconds, in the order given) out of `path` into `out_path`.
 
   Video is scaled down to at most `max_height` rows, at the source frame rate, and stops
-  after `max_seconds` of frames; audio (first track, if any) follows the same cuts. Written under a temporary name, then renamed.
-  Returns where each interval landed in the reel.
+  after `max_seconds` of frames; audio (first track, if any) follows the same cuts. Written
+  under a temporary name, then renamed. Returns where each interval landed in the reel.
   """
   tmp = out_path + '.tmp.mp4'
+  try:
+    clips = _write_reel(path, intervals, tmp, max_seconds, crf, max_height)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  os.replace(tmp, out_path)
+  return clips
+
+
+def _write_reel(path, intervals, tmp, max_seconds, crf, max_height) -> list[ReelClip]:
   clips: list[ReelClip] = []
   with video._open(path) as src:  # pylint: disable=protected-access
     vin = src.streams.video[0]
@@ -137,7 +156,6 @@ def write_reel(path: str, intervals: Sequence[tuple[float, float]], out_path: st
       out.mux(vout.encode(None))
       if audio is not None:
         audio.close()
-  os.replace(tmp, out_path)
   return clips
 
 
@@ -145,7 +163,7 @@ class _AudioCutter:
   """Appends the audio of source spans to an output's AAC stream, back to back."""
 
   def __init__(self, src, ain, out):
-    self.src, self.ain, self.out = src, ain, out
+    self.src, self.ain, self.out, self.origin = src, ain, out, _origin(src)
     self.rate = ain.codec_context.sample_rate or ain.rate
     layout = ain.codec_context.layout.name if ain.codec_context.layout else 'stereo'
     self.stream = out.add_stream('aac', rate=self.rate, layout=layout)
@@ -154,9 +172,9 @@ class _AudioCutter:
 
   def cut(self, clip: ReelClip) -> None:
     rate, want, got = self.rate, int(round((clip.end_s - clip.start_s) * self.rate)), 0
-    _seek(self.src, self.ain, max(0.0, clip.start_s - 0.5))
+    _seek(self.src, self.ain, max(0.0, clip.start_s - 0.5), self.origin)
     for frame in self.src.decode(self.ain):
-      t0 = _frame_time(frame, self.ain)
+      t0 = _frame_time(frame, self.ain, self.origin)
       if t0 is None or t0 + frame.samples / frame.sample_rate <= clip.start_s:
         continue
       if t0 >= clip.end_s or got >= want:
