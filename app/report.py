@@ -125,7 +125,7 @@ def write_index(out_dir: str, failures: dict | None = None) -> str:
       parts.append(f'<img src="{_url(fl["png"])}" alt="score curve of {vid}">')
     if fl.get('reel'):
       parts.append(f'<h3>Highlight reel ({doc["reel"]["duration_s"]:.1f} s)</h3>'
-                   f'<video controls preload="metadata" src="{_url(fl["reel"])}"></video>')
+                   f'<video controls preload="auto" src="{_url(fl["reel"])}"></video>')
     rows = ''.join(f'<tr><td>{i + 1}</td><td>{h["start_s"]:.2f}</td><td>{h["end_s"]:.2f}</td>'
                    f'<td>{h["score"]:.3f}</td></tr>'
                    for i, h in enumerate(sorted(doc['highlights'], key=lambda h: -h['score'])))
