@@ -80,7 +80,7 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
   line) both end in exactly the uninterrupted run's results, with no duplicate log lines."""
   data = tmp_path / 'data'
   args = ['--config=configs/demo.py', '--config.compare_methods=()', f'--config.data.root={data}',
-          *tiny_overrides(**{'train.num_steps': 300, 'train.checkpoint_every_steps': 20,
+          *tiny_overrides(**{'train.num_steps': 300, 'train.checkpoint_every_steps': 50,
                              'train.steps_per_dispatch': 1})]
   full = tmp_path / 'full'
   proc = run_launch([*args, f'--workdir={full}'])

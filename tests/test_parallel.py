@@ -29,7 +29,9 @@ def run_probe(tmp_path, devices, method, k):
   return _PROBES[devices, method, k]
 
 
-@pytest.mark.parametrize('method', ['dlvhd', 'sl'])
+# DL-VHD's step holds every part the SL-module's has (plus target and mixed sets, two heads);
+# the SL-module's step on 8 devices also runs in tests/test_seeds.py (seeds vs standalone).
+@pytest.mark.parametrize('method', ['dlvhd'])
 def test_one_and_eight_devices_give_the_same_steps(tmp_path, method):
   one = run_probe(tmp_path, 1, method, 1)
   eight = run_probe(tmp_path, 8, method, 1)
