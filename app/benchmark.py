@@ -7,8 +7,9 @@ the real on-device sampling runs inside the timed step. FLOPs are analytic
   per set of N segments, forward:
     N * [ 2*D*W (projection, if W != D)
           + L * (2*4*W^2 (qkv, out) + 2*2*W*M (MLP) + 2*2*N*W (attention scores, weighted sum))
-          + heads * 2*(W*1024 + 1024*256 + 256) ]
-  train step = 3 x forward over every set the objective encodes (DL-VHD: 3B sets, both heads).
+          + 2*(W*1024 + 1024*256 + 256) per head ]
+  train step = 3 x forward of the objective's `passes`: B-set groups through the encoder and
+  through one head (DL-VHD: 3B sets encoded, 4B sets scored by a head).
 
 MFU = achieved FLOP/s / peak, with the peak measured on the spot: a large matmul in the
 compute dtype on the same devices.
@@ -124,11 +125,11 @@ def run(cfg, workdir: str) -> dict:
   m = cfg.model
   width = dim if m.width <= 0 else int(m.width)
   n = cfg.sampling.set_size
-  kinds = 3 if objective.uses_target else 1
-  per_set = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
-                                          tuple(m.head_dims), len(objective.heads), m.use_encoder)
+  flops = lambda heads: model_lib.train_flops_per_set(
+      n, dim, width, m.depth, m.mlp_ratio * width, tuple(m.head_dims), heads, m.use_encoder)
+  encoder_passes, head_passes = objective.passes
   r = train.num_seeds(cfg)
-  step_flops = per_set * kinds * batch * r
+  step_flops = (flops(0) * encoder_passes + (flops(1) - flops(0)) * head_passes) * batch * r
   peak = measure_matmul_peak(dtype, mesh)
   params = int(sum(x.size for x in jax.tree.leaves(state.params))) // r
   peak_mem, mem_src = _peak_memory(compiled)
@@ -152,7 +153,7 @@ def run(cfg, workdir: str) -> dict:
   jax.block_until_ready(outs)
   eval_time = time.perf_counter() - t
   eval_flops = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
-                                             tuple(m.head_dims), len(objective.heads),
+                                             tuple(m.head_dims), len(objective.eval_heads),
                                              m.use_encoder) / 3.0 * n_windows * r
   result = {
       'method': cfg.method,
@@ -160,7 +161,8 @@ def run(cfg, workdir: str) -> dict:
       'num_seeds': r,
       # Summed over the R vectorized seeds: source sets trained per second, all models.
       'sets_per_s': batch * r / step_time,
-      'segments_per_s': kinds * batch * n * r / step_time,
+      # Segments through the encoder per second (DL-VHD: source, target and mixed sets).
+      'segments_per_s': encoder_passes * batch * n * r / step_time,
       'train_tflop_per_step': step_flops / 1e12,
       'achieved_tflops': step_flops / step_time / 1e12,
       'peak_tflops': peak / 1e12,

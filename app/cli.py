@@ -22,7 +22,8 @@ def _train_or_eval(cfg, workdir: str, mode: str, progress: bool) -> int:
     res = experiment.run(cfg, workdir, mode, progress)
     print(json.dumps({k: res[k] for k in ('method', 'source_category', 'target_category',
                                            'metric', 'map', 'map_ci95', 'map_umt', 'map_umt_ci95',
-                                           'num_seeds', 'num_test_videos', 'wall_s')}))
+                                           'num_seeds', 'num_test_videos', 'wall_s',
+                                           'vary_key', 'selected_value') if k in res}))
     return 0
   # Several methods on the same data (configs/demo.py): one sub-workdir each, one summary.
   subs = {}

@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Callable
 
-from dlvhd_jax import methods
+from dlvhd_jax import hparams, methods
 from dlvhd_jax.checkpoint import flatten_config
 from dlvhd_jax.errors import UserInputError
 
@@ -128,10 +128,38 @@ def validate(cfg) -> None:
     raise UserInputError('config.train.select=best_source_val needs source validation videos '
                          'and evaluations: set data.val_fraction > 0 (e.g. 0.2) and '
                          'eval.every_steps > 0')
+  _check_vary(flat)
   width, heads = flat.get('model.width', -1), flat.get('model.num_heads', 1)
   if width > 0 and width % heads:
     raise UserInputError(f'config.model.width={width} is not divisible by '
                          f'model.num_heads={heads}: use a multiple of {heads}')
+
+
+def _check_vary(flat: dict) -> None:
+  """config.vary: a vectorizable key, distinct values that its own rule accepts, and source
+  validation to choose among them."""
+  key, values = flat.get('vary.key', ''), flat.get('vary.values', [])
+  if not key:
+    if values:
+      raise UserInputError(f'config.vary.values={tuple(values)!r} without vary.key: name the '
+                           f'hyper-parameter, one of {", ".join(hparams.VECTORIZABLE)}')
+    return
+  if key not in hparams.VECTORIZABLE:
+    raise UserInputError(f'config.vary.key={key!r} cannot vary inside one program: use one of '
+                         f'{", ".join(hparams.VECTORIZABLE)} (or --mode=sweep for others)')
+  if not isinstance(values, (list, tuple)) or len(values) < 2:
+    raise UserInputError(f'config.vary.values={values!r} is invalid: give at least two values of '
+                         f'{key}, e.g. "(0.1,1.0,10.0)"')
+  ok, allowed = RULES[key]
+  for v in values:
+    if not ok(v):
+      raise UserInputError(f'config.vary.values has {key}={v!r}: use {allowed}')
+  if len(set(values)) != len(values):
+    raise UserInputError(f'config.vary.values={tuple(values)!r} repeats a value: list each once')
+  if flat.get('train.select') != 'best_source_val':
+    raise UserInputError('config.vary chooses its value on source validation: set '
+                         'train.select=best_source_val (with data.val_fraction > 0 and '
+                         'eval.every_steps > 0)')
 
 
 def check_key(cfg, dotted: str, where: str) -> None:

@@ -108,7 +108,8 @@ class HighlightDetector:
     finally:
       ckpt.close()
     record = _read_record(workdir, cfg, in_dim)
-    return cls(workdir, cfg, graphdef, train.eval_params(cfg, state),
+    # A config.vary run predicts with the seeds of its value chosen on source validation.
+    return cls(workdir, cfg, graphdef, train.chosen_params(cfg, state),
                int(step), in_dim, record, _normalizer(workdir, record), weights)
 
   # ------------------------------------------------------------------------- features

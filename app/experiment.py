@@ -20,7 +20,7 @@ import numpy as np
 
 from app import config_checks, detector
 from data_pipelines import datasets, normalize, synthetic
-from dlvhd_jax import distributed, evaluation, methods, parallel, sampling, train
+from dlvhd_jax import distributed, evaluation, hparams, methods, parallel, sampling, train
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 from dlvhd_jax.files import is_primary, write_json, write_npz
@@ -129,7 +129,7 @@ def validator_factory(cfg, objective, mesh, videos):
   None without validation videos or evaluations."""
   if not videos or int(cfg.eval.get('every_steps', 0)) <= 0:
     return None
-  replicas = train.num_seeds(cfg) > 1
+  replicas = train.num_replicas(cfg) > 1
   metric = metric_of(cfg)
   feats, labels = [v.features for v in videos], eval_labels(videos, metric)
   vids = [v.vid for v in videos]
@@ -140,11 +140,57 @@ def validator_factory(cfg, objective, mesh, videos):
     def validate(params):
       scores = evaluation.predict(graphdef, params, feats, objective.eval_heads, cfg, mesh,
                                   replicas=replicas, logit_fn=logit_fn)
-      per_seed = [[s[r] for s in scores] for r in range(train.num_seeds(cfg))] if replicas else [scores]
+      per_seed = split_replicas(cfg, scores)
       return np.array([evaluation.summarize(vids, labels, sc, metric)['map']
                        if all(np.isfinite(x).all() for x in sc) else -np.inf for sc in per_seed])
     return validate
   return make_validator
+
+
+def split_replicas(cfg, scores: list[np.ndarray]) -> list[list[np.ndarray]]:
+  """evaluation.predict's per-video [replicas, T] scores -> one list of [T] per replica."""
+  if train.num_replicas(cfg) == 1:
+    return [scores]
+  return [[s[r] for s in scores] for r in range(train.num_replicas(cfg))]
+
+
+def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, best_step=None):
+  """Test results of every replica -> the run's numbers. Without config.vary: the seeds'
+  summary. With it: `per_value` holds every value's summary (the whole curve), the value with
+  the best mean source-validation mAP (`best_val`, label-free) is `selected_value`, and its
+  seeds' numbers are the run's own (`map`, `per_seed`, ...)."""
+  groups = train.value_groups(cfg)
+  values = hparams.values(cfg)
+  seeds = train.seeds(cfg)
+  summaries = []
+  for g, value in zip(groups, values):
+    summary = evaluation.summarize_seeds(vids, labels, [per_replica[i] for i in g], seeds, metric)
+    if best_val is not None:
+      summary['source_val_map'] = np.asarray(best_val).reshape(-1)[g].tolist()
+      summary['selected_steps'] = np.asarray(best_step).reshape(-1)[g].tolist()
+    summaries.append(summary)
+  if values == (None,):
+    return summaries[0]
+  pick = train.selected_group(cfg, best_val)
+  out = dict(summaries[pick])
+  out.update({
+      'vary_key': hparams.key(cfg),
+      'vary_values': list(values),
+      'selected_value': values[pick],
+      'per_value': [{'value': v, **{k: sm[k] for k in (
+          'map', 'map_std', 'map_ci95', 'map_umt', 'map_umt_std', 'map_umt_ci95',
+          'source_val_map', 'selected_steps', 'tied_test_segments', 'per_seed')}}
+                    for v, sm in zip(values, summaries)],
+  })
+  return out
+
+
+def vary_note(results: dict) -> str:
+  if 'selected_value' not in results:
+    return ''
+  curve = ', '.join(f"{p['value']:g}: {p['map']:.4f}" for p in results['per_value'])
+  return (f"; {results['vary_key']}={results['selected_value']:g} chosen on source validation "
+          f"(test mAP per value {curve})")
 
 
 def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> dict:
@@ -171,15 +217,19 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   t_train = time.perf_counter() - t0
   vids = [v.vid for v in data.target_test]
   seeds = train.seeds(cfg)
+  replicas = train.num_replicas(cfg) > 1
   scores = evaluation.predict(graphdef, train.eval_params(cfg, state),
                               [v.features for v in data.target_test], objective.eval_heads, cfg,
-                              mesh, replicas=len(seeds) > 1)
-  per_seed = [[s[r] for s in scores] for r in range(len(seeds))] if len(seeds) > 1 else [scores]
-  for sc in per_seed:
+                              mesh, replicas=replicas)
+  per_replica = split_replicas(cfg, scores)
+  for sc in per_replica:
     check_scores(sc, vids, workdir)
   metric = metric_of(cfg)
   test_labels = eval_labels(data.target_test, metric)
-  results = evaluation.summarize_seeds(vids, test_labels, per_seed, seeds, metric)
+  selects = train.selects_best(cfg)
+  best_val = np.asarray(jax.device_get(state.best_val)) if selects else None
+  best_step = np.asarray(jax.device_get(state.best_step)) if selects else None
+  results = summarize_replicas(cfg, vids, test_labels, per_replica, metric, best_val, best_step)
   schedule = train.make_schedule(cfg, source.num_segments)
   results.update({
       'method': cfg.method,
@@ -194,10 +244,8 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'steps_per_epoch': schedule.steps_per_epoch,
       'skipped_updates': int(np.sum(jax.device_get(state.skipped_updates))),
       'select': cfg.train.get('select', 'last'),
-      'selected_steps': (np.asarray(jax.device_get(state.best_step)).reshape(-1).tolist()
-                         if train.selects_best(cfg) else None),
-      'source_val_map': (np.asarray(jax.device_get(state.best_val)).reshape(-1).tolist()
-                         if train.selects_best(cfg) else None),
+      'selected_steps': results.get('selected_steps'),
+      'source_val_map': results.get('source_val_map'),
       'num_source_val_videos': len(data.source_val),
       'num_source_train_videos': len(data.source_train),
       'num_target_train_videos': len(data.target_train),
@@ -208,9 +256,11 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   if train.selects_best(cfg):
     # The final parameters too, for the record (never used to choose anything).
     last = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
-                              objective.eval_heads, cfg, mesh, replicas=len(seeds) > 1)
-    last = [[s[r] for s in last] for r in range(len(seeds))] if len(seeds) > 1 else [last]
-    summary = evaluation.summarize_seeds(vids, test_labels, last, seeds, metric)
+                              objective.eval_heads, cfg, mesh, replicas=replicas)
+    last = split_replicas(cfg, last)
+    chosen = train.value_groups(cfg)[train.selected_group(cfg, best_val)]
+    summary = evaluation.summarize_seeds(vids, test_labels, [last[i] for i in chosen], seeds,
+                                         metric)
     results['last_step'] = {k: summary[k] for k in ('map', 'map_ci95', 'map_umt', 'map_umt_ci95')}
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
@@ -221,6 +271,7 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
                 f"{ci('map_umt')})")
     print(f"{cfg.method} {cfg.data.source_category} -> {cfg.data.target_category}: "
           f"{headline} over {results['num_test_videos']} test videos"
-          f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}; "
+          f"{f', {len(seeds)} seeds (95% t interval)' if len(seeds) > 1 else ''}"
+          f"{vary_note(results)}; "
           f"results in {workdir}/results.json", file=sys.stderr)
   return results

@@ -35,6 +35,8 @@ def cell_record(res: dict, workdir: str) -> dict:
   of table.json) each seed's per-video APs for the paired comparisons."""
   cell = {k: res.get(k) for k in ('map', 'map_umt', 'map_ci95', 'map_umt_ci95', 'num_seeds',
                                   'steps', 'wall_s', 'num_test_videos')}
+  if 'selected_value' in res:  # a config.vary cell: the value source validation chose
+    cell['selected_value'] = res['selected_value']
   cell['workdir'] = workdir
   val = res.get('source_val_map')
   # The label-free selection criterion: the seeds' best source-validation mAP.

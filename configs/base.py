@@ -15,6 +15,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # vectorized program; results.json reports their mean, spread and 95% interval.
   c.num_seeds = 1
   c.compare_methods = ()  # several methods on the same data, one sub-workdir each
+  # A vectorized axis over one scalar hyper-parameter (dlvhd_jax/hparams.py: the learning
+  # rate, lambda, tau or a UDA weight): every value trains the num_seeds seeds in the same
+  # compiled program; results.json reports each value (per_value) and takes the one with the
+  # best mean source-validation mAP (needs train.select=best_source_val). '' = off.
+  c.vary = ml_collections.ConfigDict({'key': '', 'values': ()})
 
   c.data = ml_collections.ConfigDict()
   # youtube_highlights (UMT layout) | tvsum | activitynet | synthetic (embedded):

@@ -3,6 +3,8 @@ SL-module's mAP on YouTube Highlights, chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights
+  python launch.py --mode=sweep --config=configs/recipe_study.py:round2 \
+      --workdir=runs/recipe_study2 --config.data.root=../shared/data/youtube_highlights
 
 Each row is one recipe (a method spec with overrides on top of the `cpu,quick` preset), run on
 all six categories (train and test on the category, as Table 1) with 3 seeds. 20% of each
@@ -28,8 +30,31 @@ ROUND1 = (
 )
 
 
+# Round 2 (issue 9's remaining knobs): streams, dropout, set size, the published code's window
+# sampling and a 3x longer schedule (early stopping still picks the step) for the heads-only
+# model; width, depth, window sampling and set size for the model with the set Transformer T
+# (the first `sl_specific` row is its reference).
+ENC = 'sl_specific'
+ROUND2 = (
+    BASE,
+    f'{BASE}:data.features=opt',
+    f'{BASE}:model.dropout=0.25',
+    f'{BASE}:sampling.set_size=40',
+    f'{BASE}:sampling.mode=window',
+    f'{BASE}:train.num_steps=1500',
+    ENC,
+    f'{ENC}:model.width=512',
+    f'{ENC}:model.depth=4',
+    f'{ENC}:sampling.mode=window',
+    f'{ENC}:sampling.set_size=40',
+)
+
+
 def get_config(preset: str = 'round1'):
-  rows = {'round1': ROUND1}[preset or 'round1']
+  rounds = {'round1': ROUND1, 'round2': ROUND2}
+  if (preset or 'round1') not in rounds:
+    raise ValueError(f'unknown preset {preset!r} for recipe_study.py; presets: round1, round2')
+  rows = rounds[preset or 'round1']
   c = make_table_config('recipe_study', 'Recipe study: category-specific SL-module, one change '
                         'at a time (selection on source validation)', 'dog', TARGETS, rows, (),
                         'cpu,quick')

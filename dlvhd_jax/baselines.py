@@ -282,7 +282,7 @@ def _mcd_loss(model, batch: SetBatch, key, cfg):
   return loss, {'loss_pred': loss}
 
 
-def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight: float,
+def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight,
               advance_count: bool = False, tau: float = 1.0):
   """One MCD phase -> (params, opt_state, phase loss [], gradient norm []).
 
@@ -314,7 +314,7 @@ def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, 
 def _mcd_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_steps=None):
   """Phases A, B, then C `num_k` times (the original's generator steps per batch)."""
   del step, total_steps
-  w = float(_hp(cfg, 'mcd', 'weight'))
+  w = _hp(cfg, 'mcd', 'weight')  # a traced [] under config.vary
   num_k = max(1, int(_hp(cfg, 'mcd', 'num_k')))
   tau = temperature(cfg)
   k_a, k_b, k_c = jax.random.split(key, 3)
@@ -337,13 +337,17 @@ def _mcd_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_ste
 
 BASELINES = (
     Objective('dan', heads=('score',), eval_heads=('score',), uses_target=True,
-              loss=_domain_term_objective('dan', _dan_term), weight_key='uda.dan.weight'),
+              loss=_domain_term_objective('dan', _dan_term), weight_key='uda.dan.weight',
+              passes=(2, 1)),
     Objective('coral', heads=('score',), eval_heads=('score',), uses_target=True,
-              loss=_domain_term_objective('coral', _coral_term), weight_key='uda.coral.weight'),
+              loss=_domain_term_objective('coral', _coral_term), weight_key='uda.coral.weight',
+              passes=(2, 1)),
     Objective('revgrad', heads=('score', 'domain'), eval_heads=('score',), uses_target=True,
-              loss=_revgrad_loss, update=_revgrad_update, weight_key='uda.revgrad.weight'),
+              loss=_revgrad_loss, update=_revgrad_update, weight_key='uda.revgrad.weight',
+              passes=(2, 3)),
     Objective('mcd', heads=('score', 'score2'), eval_heads=('score', 'score2'), uses_target=True,
-              loss=_mcd_loss, update=_mcd_update, weight_key='uda.mcd.weight'),
+              loss=_mcd_loss, update=_mcd_update, weight_key='uda.mcd.weight',
+              passes=(4, 8)),
     Objective('afn', heads=('score',), eval_heads=('score',), uses_target=True, loss=_afn_loss,
-              weight_key='uda.afn.weight'),
+              weight_key='uda.afn.weight', passes=(2, 1)),
 )

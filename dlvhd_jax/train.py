@@ -30,7 +30,7 @@ from flax import nnx, struct
 from tqdm import tqdm
 
 from dlvhd_jax import model as model_lib
-from dlvhd_jax import distributed, objectives, parallel, sampling
+from dlvhd_jax import distributed, hparams, objectives, parallel, sampling
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
 from dlvhd_jax.files import is_primary, write_atomic, writing
@@ -49,6 +49,8 @@ class TrainState:
   best_params: Any = None
   best_val: jax.Array | None = None  # [] float32, -inf before the first evaluation
   best_step: jax.Array | None = None  # [] int32
+  # config.vary: this replica's value of the varied hyper-parameter ([] float32; None without).
+  hparam: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +121,44 @@ def seeds(cfg) -> list[int]:
   return [int(cfg.seed) + r for r in range(num_seeds(cfg))]
 
 
+def replicas(cfg) -> list[tuple[float | None, int]]:
+  """(value of config.vary.key or None, seed) of every replica of the vectorized axis,
+  value-major: each value trains the seeds seed .. seed+R-1."""
+  return [(v, s) for v in hparams.values(cfg) for s in seeds(cfg)]
+
+
+def num_replicas(cfg) -> int:
+  """Length of the vectorized axis: values of the varied hyper-parameter x seeds."""
+  return len(hparams.values(cfg)) * num_seeds(cfg)
+
+
+def value_groups(cfg) -> list[list[int]]:
+  """Replica indices of each value of config.vary.values (one group without an axis)."""
+  r = num_seeds(cfg)
+  return [list(range(i * r, (i + 1) * r)) for i in range(len(hparams.values(cfg)))]
+
+
+def replica_name(cfg, i: int) -> str:
+  value, seed = replicas(cfg)[i]
+  return f'seed {seed}' if value is None else f'{hparams.key(cfg)}={value:g}, seed {seed}'
+
+
+def selected_group(cfg, best_val) -> int:
+  """The value whose seeds have the best mean source-validation mAP (`best_val` [replicas]);
+  0 without an axis. Ties go to the earlier value."""
+  vals = np.asarray(best_val, np.float64).reshape(-1)
+  means = [float(np.mean(vals[g])) for g in value_groups(cfg)]
+  return int(np.argmax(means))
+
+
 def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
   """-> (graphdef, replicated TrainState).
 
   With config.num_seeds = R > 1 every leaf gets a leading axis of R: replica r holds exactly
   the state a standalone run with seed + r starts from (its parameters and its PRNG key).
+  With config.vary, the axis is values x seeds (`replicas`) and each state holds its value.
   """
-  def one(seed):
+  def one(value, seed):
     graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, seed))
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
                        jax.random.key_data(jax.random.key(seed + 1)), jnp.zeros((), jnp.int32))
@@ -133,8 +166,10 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
       state = state.replace(best_params=jax.tree.map(jnp.copy, params),
                             best_val=jnp.full((), -jnp.inf, jnp.float32),
                             best_step=jnp.zeros((), jnp.int32))
+    if value is not None:
+      state = state.replace(hparam=jnp.asarray(value, jnp.float32))
     return graphdef, state
-  parts = [one(s) for s in seeds(cfg)]
+  parts = [one(v, s) for v, s in replicas(cfg)]
   graphdef, state = parts[0]
   if len(parts) > 1:
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[1] for p in parts])
@@ -161,6 +196,17 @@ def eval_params(cfg, state: TrainState):
   """The parameters a run is evaluated with: the last ones, or per seed the best on source
   validation (train.select)."""
   return state.best_params if selects_best(cfg) else state.params
+
+
+def chosen_params(cfg, state: TrainState):
+  """eval_params of the replicas of the value chosen on source validation, laid out as a
+  run without config.vary would hold them ([R, ...] leaves, or unbatched for one seed)."""
+  params = eval_params(cfg, state)
+  if not hparams.key(cfg):
+    return params
+  group = value_groups(cfg)[selected_group(cfg, jax.device_get(state.best_val))]
+  take = (lambda x: x[group[0]]) if len(group) == 1 else (lambda x: x[np.asarray(group)])
+  return jax.tree.map(take, params)
 
 
 def current_step(state: TrainState) -> int:
@@ -199,15 +245,22 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     k_batch, k_loss = jax.random.split(key)
     sets = draw_batch(k_batch, source, target, cfg, batch, objective.uses_target, mesh)
+    # config.vary: the objective sees this replica's value; a varied learning rate scales the
+    # updates instead (every schedule and optimizer here is linear in it).
+    c, step_tx, lr_scale = cfg, tx, 1.0
+    if state.hparam is not None:
+      c = hparams.overlay(cfg, state.hparam)
+      lr_scale = hparams.lr_factor(cfg, state.hparam)
+      step_tx = hparams.scale_updates(tx, lr_scale) if hparams.key(cfg) == hparams.LEARNING_RATE else tx
     if objective.update is not None:
-      params, opt_state, metrics = objective.update(graphdef, tx, state.params, state.opt_state,
-                                                    sets, k_loss, cfg, state.step,
+      params, opt_state, metrics = objective.update(graphdef, step_tx, state.params,
+                                                    state.opt_state, sets, k_loss, c, state.step,
                                                     total_steps=total_steps)
     else:
       def loss_fn(params):
-        return objective.loss(nnx.merge(graphdef, params), sets, k_loss, cfg)
+        return objective.loss(nnx.merge(graphdef, params), sets, k_loss, c)
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      updates, opt_state = step_tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics}
     # Refuse an update computed from a non-finite loss or gradient: keep the state (an
@@ -218,12 +271,13 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
     params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     skipped = 1 - ok.astype(jnp.int32)
     metrics['skipped_updates'] = skipped
-    metrics['lr'] = jnp.asarray(lr_fn(state.step), jnp.float32)
+    metrics['lr'] = jnp.asarray(lr_fn(state.step) * lr_scale, jnp.float32)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1,
                          skipped_updates=state.skipped_updates + skipped), metrics
 
-  # R seeds: the same step vmapped over the replicas' states; the banks are shared.
-  step_fn = jax.vmap(one_step, in_axes=(0, None)) if num_seeds(cfg) > 1 else one_step
+  # R seeds (x the values of config.vary): the same step vmapped over the replicas' states;
+  # the banks are shared.
+  step_fn = jax.vmap(one_step, in_axes=(0, None)) if num_replicas(cfg) > 1 else one_step
 
   def multi_step(state, source, target):
     return jax.lax.scan(lambda s, _: step_fn(s, (source, target)), state, None,
@@ -420,7 +474,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         host = jax.device_get(pending)
         bad = first_nonfinite_loss(host)
         if bad is not None:
-          where = f' (seed {seeds(cfg)[bad[1]]})' if num_seeds(cfg) > 1 else ''
+          where = f' ({replica_name(cfg, bad[1])})' if num_replicas(cfg) > 1 else ''
           raise diverged(f'non-finite loss at step {step_last + bad[0] + 1}{where}')
       if log_due:
         now = time.perf_counter()

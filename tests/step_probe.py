@@ -59,43 +59,72 @@ def main(out_path: str, method: str, steps_per_dispatch: int, fsdp: int = 1):
            **{f'p{i}': x for i, x in enumerate(leaves)})
 
 
+def _probe_runs(cfg, feats, src, tgt, objective, mesh, seed_list):
+  """Trains config `cfg` from each seed of `seed_list` for 4 steps (one compiled step and one
+  compiled scorer, reused for every initial state), then scores two videos -> per seed
+  (losses [4, replicas], parameter leaves, scores [(replicas,) T])."""
+  from dlvhd_jax import evaluation  # pylint: disable=import-outside-toplevel
+  c = cfg.copy_and_resolve_references()
+  replicas = train.num_replicas(c) > 1
+  schedule = train.make_schedule(c, src.num_segments)
+  tx, lr_fn = train.make_optimizer(c, schedule)
+  step, logit_fn, out = None, None, []
+  for seed_ in seed_list:
+    c.seed = seed_
+    graphdef, state = train.init_state(c, 12, objective, tx, mesh)
+    if step is None:
+      step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
+      logit_fn = evaluation.make_logit_fn(graphdef, objective.eval_heads, mesh, replicas)
+    losses = []
+    for _ in range(2):
+      state, metrics = step(state, src, tgt)
+      losses.append(np.reshape(jax.device_get(metrics['loss']), (2, -1)))
+    scores = evaluation.predict(graphdef, state.params, feats[2:4], objective.eval_heads, c,
+                                mesh, replicas=replicas, logit_fn=logit_fn)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+    out.append((np.concatenate(losses), leaves, np.concatenate(scores, axis=-1)))
+  return out
+
+
+def _probe_setup(method):
+  cfg, feats, (src, tgt), objective, mesh = setup(method, 16, 1, 2, (8,))
+  cfg.model.dropout = 0.2
+  cfg.eval.batch_size = 16
+  return cfg, feats, src, tgt, objective, mesh
+
+
+def _paired(vec, alone) -> dict:
+  (vec_losses, vec_params, vec_scores), = vec
+  return {'losses': (vec_losses, np.concatenate([a[0] for a in alone], axis=1)),
+          'params': [(v, np.stack([a[1][i] for a in alone])) for i, v in enumerate(vec_params)],
+          'scores': (vec_scores, np.stack([a[2] for a in alone]))}
+
+
 def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5) -> dict:
   """Trains R vectorized seeds and R standalone runs (seed + r) for 4 steps, then scores a
   few videos with both; -> {'losses': ([4, R], [4, R]), 'params': [(vec, alone), ...],
   'scores': ([R, T], [R, T])}."""
-  from dlvhd_jax import evaluation  # pylint: disable=import-outside-toplevel
-  cfg, feats, (src, tgt), objective, mesh = setup(method, 16, 1, 2, (8,))
-  cfg.model.dropout = 0.2
-  cfg.eval.batch_size = 16
+  cfg, *rest = _probe_setup(method)
+  cfg.num_seeds = num_seeds
+  vec = _probe_runs(cfg, *rest, [seed])
+  cfg.num_seeds = 1
+  return _paired(vec, _probe_runs(cfg, *rest, [seed + r for r in range(num_seeds)]))
 
-  def run(r_seeds, seed_list):
-    """One compiled step and one compiled scorer, reused for every initial state."""
-    c = cfg.copy_and_resolve_references()
-    c.num_seeds = r_seeds
-    schedule = train.make_schedule(c, src.num_segments)
-    tx, lr_fn = train.make_optimizer(c, schedule)
-    step, logit_fn, out = None, None, []
-    for seed_ in seed_list:
-      c.seed = seed_
-      graphdef, state = train.init_state(c, 12, objective, tx, mesh)
-      if step is None:
-        step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
-        logit_fn = evaluation.make_logit_fn(graphdef, objective.eval_heads, mesh, r_seeds > 1)
-      losses = []
-      for _ in range(2):
-        state, metrics = step(state, src, tgt)
-        losses.append(np.reshape(jax.device_get(metrics['loss']), (2, -1)))
-      scores = evaluation.predict(graphdef, state.params, feats[2:4], objective.eval_heads, c,
-                                  mesh, replicas=r_seeds > 1, logit_fn=logit_fn)
-      leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-      out.append((np.concatenate(losses), leaves, np.concatenate(scores, axis=-1)))
-    return out
 
-  (vec_losses, vec_params, vec_scores), = run(num_seeds, [seed])
-  alone = run(1, [seed + r for r in range(num_seeds)])
-  return {'losses': (vec_losses, np.concatenate([a[0] for a in alone], axis=1)),
-          'params': [(v, np.stack([a[1][i] for a in alone])) for i, v in enumerate(vec_params)],
-          'scores': (vec_scores, np.stack([a[2] for a in alone]))}
+def vary_vs_standalone(method: str, key: str, values, num_seeds: int = 2, seed: int = 5) -> dict:
+  """config.vary: values x seeds vectorized vs one standalone run per (value, seed), each with
+  `key` = value; same return layout as seeds_vs_standalone (replicas value-major)."""
+  from app import sweep  # pylint: disable=import-outside-toplevel
+  cfg, *rest = _probe_setup(method)
+  cfg.num_seeds = num_seeds
+  cfg.vary.key, cfg.vary.values = key, tuple(values)
+  vec = _probe_runs(cfg, *rest, [seed])
+  cfg.num_seeds, cfg.vary.key, cfg.vary.values = 1, '', ()
+  alone = []
+  for v in values:
+    sweep.set_path(cfg, key, v)
+    alone += _probe_runs(cfg, *rest, [seed + r for r in range(num_seeds)])
+  return _paired(vec, alone)
 
 
 if __name__ == '__main__':

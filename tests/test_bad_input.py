@@ -273,6 +273,8 @@ CONFIG_CASES = [
     ('train.checkpoint_every_steps', '0'), ('data.features', '+'),
     # A width the heads cannot split, an unknown category.
     ('model.width', '31'), ('data.target_category', 'curling'),
+    # A hyper-parameter axis over a key that cannot vary in one program, values without a key.
+    ('vary.key', 'model.depth'), ('vary.values', '(0.5,1.0)'),
 ]
 
 TYPO_CASES = [('trian.batch_size', 'train.batch_size'), ('train.batchsize', 'train.batch_size'),
@@ -317,6 +319,22 @@ def test_bad_config_value_is_one_line(tmp_path, root, capfd, key, value):
   wd = str(tmp_path / 'wd')
   code, err = _main([*_base_args(root, wd), f'--config.{key}={value}'], capfd)
   _assert_one_line_error(code, err, key, wd)
+
+
+SELECTS = ('--config.train.select=best_source_val', '--config.data.val_fraction=0.3',
+           '--config.eval.every_steps=1')
+
+
+@pytest.mark.parametrize('values,extra,names', [
+    ('(1.0,2.0)', (), 'train.select'),  # nothing to choose the value with
+    ('(1.0,-1.0)', SELECTS, 'uda.dan.weight=-1.0'),  # a value its own rule refuses
+    ('(1.0,1.0)', SELECTS, 'vary.values'),
+])
+def test_bad_hyperparameter_axis_is_one_line(tmp_path, root, capfd, values, extra, names):
+  wd = str(tmp_path / 'wd')
+  code, err = _main([*_base_args(root, wd), '--config.vary.key=uda.dan.weight',
+                     f'--config.vary.values={values}', *extra], capfd)
+  _assert_one_line_error(code, err, names, wd)
 
 
 @pytest.mark.parametrize('typo,valid', TYPO_CASES, ids=[t for t, _ in TYPO_CASES])

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -90,3 +91,45 @@ def test_summary_over_seeds():
   assert res['map_ci95'] == pytest.approx(12.706205 * np.std(maps, ddof=1) / np.sqrt(2))
   assert [p['seed'] for p in res['per_seed']] == [3, 4]
   assert res['per_seed'][1]['map'] == pytest.approx(maps[1])
+
+
+@pytest.mark.parametrize('method,key,values', [
+    ('sl', 'train.learning_rate', (0.05, 0.3)),  # the updates are scaled, not the loss
+    ('mcd', 'uda.mcd.weight', (0.3, 3.0)),  # a UDA weight, in MCD's own three-phase update
+])
+def test_each_value_of_a_vectorized_hyperparameter_equals_its_standalone_run(method, key, values):
+  """config.vary: replica (value v, seed s) is the run with key = v and seed = s."""
+  got = step_probe.vary_vs_standalone(method, key, values)
+  vec, alone = got['losses']
+  assert vec.shape == alone.shape == (4, 4)
+  # The values change training (else the test could not fail on a value that is ignored).
+  assert np.abs(alone[:, 0] - alone[:, 2]).max() > 1e-4
+  np.testing.assert_allclose(vec, alone, rtol=2e-5, atol=1e-6)
+  for v, a in got['params']:
+    np.testing.assert_allclose(v, a, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(*got['scores'], rtol=1e-4, atol=1e-5)
+
+
+def test_the_varied_key_reads_as_the_replica_value_however_the_objectives_read_it():
+  """Every way the objectives read a scalar (attribute, .get, [], a group absent from the
+  config) sees the replica's value; every other key reads the config."""
+  from configs import base  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import baselines, hparams, objectives  # pylint: disable=import-outside-toplevel
+  cfg = base.get_base_config()
+  for key, read in [
+      ('loss.distill_weight', lambda c: c.loss.distill_weight),
+      ('loss.temperature', objectives.temperature),
+      ('uda.afn.weight', lambda c: baselines._hp(c, 'afn', 'weight')),  # pylint: disable=protected-access
+      ('uda.dan.weight', lambda c: c['uda']['dan'].get('weight')),
+  ]:
+    cfg.vary.key = key
+    value = jax.numpy.float32(0.125)
+    view = hparams.overlay(cfg, value)
+    assert read(view) is value
+    assert view.loss.get('temperature') == cfg.loss.temperature or key == 'loss.temperature'
+    assert view.uda.dan.num_kernels == 5 and view.train.batch_size == cfg.train.batch_size
+  del cfg.uda['afn']  # a config without the group: _hp's default path
+  cfg.vary.key = 'uda.afn.weight'
+  assert baselines._hp(hparams.overlay(cfg, 7.0), 'afn', 'weight') == 7.0  # pylint: disable=protected-access
+  cfg.vary.key = 'train.learning_rate'  # enters through the updates, not the objectives
+  assert hparams.overlay(cfg, 9.0) is cfg
