@@ -154,16 +154,23 @@ def split_replicas(cfg, scores: list[np.ndarray]) -> list[list[np.ndarray]]:
   return [[s[r] for s in scores] for r in range(train.num_replicas(cfg))]
 
 
-def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, best_step=None):
+def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, best_step=None,
+                       diverged=None):
   """Test results of every replica -> the run's numbers. Without config.vary: the seeds'
   summary. With it: `per_value` holds every value's summary (the whole curve), the value with
-  the best mean source-validation mAP (`best_val`, label-free) is `selected_value`, and its
-  seeds' numbers are the run's own (`map`, `per_seed`, ...)."""
+  the best mean source-validation mAP (`best_val`, label-free) among those none of whose seeds
+  diverged (`diverged` [replicas] bool) is `selected_value`, and its seeds' numbers are the
+  run's own (`map`, `per_seed`, ...)."""
   groups = train.value_groups(cfg)
   values = hparams.values(cfg)
   seeds = train.seeds(cfg)
+  diverged = np.zeros(len(per_replica), bool) if diverged is None else np.asarray(diverged)
   summaries = []
   for g, value in zip(groups, values):
+    if diverged[g].any():
+      summaries.append({'diverged': True, 'diverged_seeds': [seeds[i] for i, r in
+                                                             enumerate(g) if diverged[r]]})
+      continue
     summary = evaluation.summarize_seeds(vids, labels, [per_replica[i] for i in g], seeds, metric)
     if best_val is not None:
       summary['source_val_map'] = np.asarray(best_val).reshape(-1)[g].tolist()
@@ -171,15 +178,16 @@ def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, be
     summaries.append(summary)
   if values == (None,):
     return summaries[0]
-  pick = train.selected_group(cfg, best_val)
+  pick = train.selected_group(cfg, np.where(diverged, -np.inf, np.asarray(best_val).reshape(-1)))
   out = dict(summaries[pick])
   out.update({
       'vary_key': hparams.key(cfg),
       'vary_values': list(values),
       'selected_value': values[pick],
-      'per_value': [{'value': v, **{k: sm[k] for k in (
+      'per_value': [{'value': v, **({k: sm[k] for k in (
           'map', 'map_std', 'map_ci95', 'map_umt', 'map_umt_std', 'map_umt_ci95',
-          'source_val_map', 'selected_steps', 'tied_test_segments', 'per_seed')}}
+          'source_val_map', 'selected_steps', 'tied_test_segments', 'per_seed')}
+                                    if 'diverged' not in sm else sm)}
                     for v, sm in zip(values, summaries)],
   })
   return out
@@ -188,7 +196,8 @@ def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, be
 def vary_note(results: dict) -> str:
   if 'selected_value' not in results:
     return ''
-  curve = ', '.join(f"{p['value']:g}: {p['map']:.4f}" for p in results['per_value'])
+  curve = ', '.join(f"{p['value']:g}: " + ('diverged' if p.get('diverged') else f"{p['map']:.4f}")
+                    for p in results['per_value'])
   return (f"; {results['vary_key']}={results['selected_value']:g} chosen on source validation "
           f"(test mAP per value {curve})")
 
@@ -222,14 +231,18 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
                               [v.features for v in data.target_test], objective.eval_heads, cfg,
                               mesh, replicas=replicas)
   per_replica = split_replicas(cfg, scores)
-  for sc in per_replica:
-    check_scores(sc, vids, workdir)
+  # Only a config.vary run gets here with diverged replicas (their value is left out).
+  diverged = train.diverged_replicas(cfg, state)
+  for sc, out in zip(per_replica, diverged):
+    if not out:
+      check_scores(sc, vids, workdir)
   metric = metric_of(cfg)
   test_labels = eval_labels(data.target_test, metric)
   selects = train.selects_best(cfg)
   best_val = np.asarray(jax.device_get(state.best_val)) if selects else None
   best_step = np.asarray(jax.device_get(state.best_step)) if selects else None
-  results = summarize_replicas(cfg, vids, test_labels, per_replica, metric, best_val, best_step)
+  results = summarize_replicas(cfg, vids, test_labels, per_replica, metric, best_val, best_step,
+                               diverged)
   schedule = train.make_schedule(cfg, source.num_segments)
   results.update({
       'method': cfg.method,
@@ -258,7 +271,8 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
     last = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
                               objective.eval_heads, cfg, mesh, replicas=replicas)
     last = split_replicas(cfg, last)
-    chosen = train.value_groups(cfg)[train.selected_group(cfg, best_val)]
+    chosen = train.value_groups(cfg)[train.selected_group(
+        cfg, np.where(diverged, -np.inf, best_val.reshape(-1)))]
     summary = evaluation.summarize_seeds(vids, test_labels, [last[i] for i in chosen], seeds,
                                          metric)
     results['last_step'] = {k: summary[k] for k in ('map', 'map_ci95', 'map_umt', 'map_umt_ci95')}

@@ -204,7 +204,9 @@ def chosen_params(cfg, state: TrainState):
   params = eval_params(cfg, state)
   if not hparams.key(cfg):
     return params
-  group = value_groups(cfg)[selected_group(cfg, jax.device_get(state.best_val))]
+  val = np.asarray(jax.device_get(state.best_val), np.float64).reshape(-1)
+  group = value_groups(cfg)[selected_group(cfg, np.where(diverged_replicas(cfg, state), -np.inf,
+                                                         val))]
   take = (lambda x: x[group[0]]) if len(group) == 1 else (lambda x: x[np.asarray(group)])
   return jax.tree.map(take, params)
 
@@ -365,12 +367,23 @@ def _per_step(host_metrics: list[dict], name: str) -> np.ndarray:
   return np.concatenate([np.reshape(m[name], (np.shape(m[name])[0], -1)) for m in host_metrics])
 
 
-def first_nonfinite_loss(host_metrics: list[dict]) -> tuple[int, int] | None:
-  """(step index in the interval, replica) of the first non-finite loss term, or None."""
+def first_nonfinite_loss(host_metrics: list[dict],
+                         ignore: np.ndarray | None = None) -> tuple[int, int] | None:
+  """(step index in the interval, replica) of the first non-finite loss term, or None;
+  replicas where `ignore` ([replicas] bool) is True are not looked at."""
   names = [k for k in host_metrics[0] if k.startswith('loss')]
   finite = np.all(np.stack([np.isfinite(_per_step(host_metrics, k)) for k in names]), axis=0)
+  if ignore is not None:
+    finite = finite | ignore[None, :]
   bad = np.argwhere(~finite)
   return (int(bad[0][0]), int(bad[0][1])) if len(bad) else None
+
+
+def diverged_replicas(cfg, state: TrainState) -> np.ndarray:
+  """[replicas] bool: replicas whose update was ever refused for a non-finite loss or
+  gradient. Only a config.vary run keeps training past one (its value is then out of the
+  choice); any other run stops at the first."""
+  return np.asarray(jax.device_get(state.skipped_updates)).reshape(-1) > 0
 
 
 def interval_record(host_metrics: list[dict]) -> dict:
@@ -472,7 +485,12 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         # any checkpoint of these steps is written), the source-validation scores, and the
         # state's finiteness at a save.
         host = jax.device_get(pending)
-        bad = first_nonfinite_loss(host)
+        # A hyper-parameter axis keeps going while some value still trains: a value whose
+        # replica diverges (its updates are refused from then on) drops out of the choice.
+        tolerated = diverged_replicas(cfg, state) if hparams.key(cfg) else None
+        if tolerated is not None and tolerated.all():
+          tolerated = None
+        bad = first_nonfinite_loss(host, tolerated)
         if bad is not None:
           where = f' ({replica_name(cfg, bad[1])})' if num_replicas(cfg) > 1 else ''
           raise diverged(f'non-finite loss at step {step_last + bad[0] + 1}{where}')

@@ -74,8 +74,9 @@ def test_selection_without_validation_is_a_config_error(tmp_path, root, capfd):
 
 
 def test_a_vectorized_hyperparameter_is_chosen_on_source_validation(tmp_path, root, capfd):
-  """config.vary: values x seeds in one run; the value with the best mean source-validation
-  mAP is the run's result, every value's numbers are kept, and predict uses its seeds."""
+  """config.vary: values x seeds in one run; a value that diverges (lr 1e12) drops out while the
+  others train on; the value with the best mean source-validation mAP is the run's result,
+  every value's numbers are kept, and predict uses its seeds."""
   import launch  # pylint: disable=import-outside-toplevel
   from app.detector import HighlightDetector  # pylint: disable=import-outside-toplevel
   wd = tmp_path / 'wd'
@@ -83,22 +84,22 @@ def test_a_vectorized_hyperparameter_is_chosen_on_source_validation(tmp_path, ro
           f'--config.data.root={root}', '--config.data.source_category=diving',
           '--config.data.target_category=climbing', '--config.num_seeds=2',
           '--config.data.val_fraction=0.3', '--config.eval.every_steps=5',
-          '--config.train.select=best_source_val', '--config.vary.key=loss.distill_weight',
-          '--config.vary.values=(0.0,3.0)',
-          *tiny_overrides(**{'train.num_steps': 10, 'train.learning_rate': 0.5})]
+          '--config.train.select=best_source_val', '--config.vary.key=train.learning_rate',
+          '--config.vary.values=(0.05,0.5,1e12)', *tiny_overrides(**{'train.num_steps': 10})]
   assert launch.main(argv) == 0, capfd.readouterr().err[-2000:]
   res = json.loads((wd / 'results.json').read_text())
-  assert res['vary_key'] == 'loss.distill_weight' and res['vary_values'] == [0.0, 3.0]
+  assert res['vary_key'] == 'train.learning_rate' and res['vary_values'] == [0.05, 0.5, 1e12]
   per_value = res['per_value']
-  val = np.array([p['source_val_map'] for p in per_value])  # [values, seeds]
+  assert per_value[2]['diverged'] and per_value[2]['diverged_seeds'] == [0, 1]
+  val = np.array([p['source_val_map'] for p in per_value[:2]])  # [values, seeds]
   pick = int(np.argmax(val.mean(axis=1)))
-  assert res['selected_value'] == [0.0, 3.0][pick]
+  assert res['selected_value'] == [0.05, 0.5][pick]
   assert res['map'] == per_value[pick]['map'] and res['source_val_map'] == per_value[pick]['source_val_map']
   assert [p['seed'] for p in res['per_seed']] == [0, 1] and res['num_seeds'] == 2
   # The values trained differently (the same seeds, so any difference is the value's).
   assert per_value[0]['per_seed'][0]['per_video_ap'] != per_value[1]['per_seed'][0]['per_video_ap']
   evals = [json.loads(x) for x in (wd / 'metrics.jsonl').read_text().splitlines()]
-  assert all(len(x['source_val_map_per_seed']) == 4 for x in evals if 'source_val_map' in x)
+  assert all(len(x['source_val_map_per_seed']) == 6 for x in evals if 'source_val_map' in x)
   # test_scores.npz rows are the replicas (value-major); predict averages the chosen value's.
   scores = np.load(wd / 'test_scores.npz')
   det = HighlightDetector.from_workdir(str(wd))
