@@ -15,6 +15,8 @@ config.sweep:
   param, values   (sensitivity) the dotted config key and its values; runs config.method
   paper    (optional) {spec: {target: mAP}} printed beside ours
   title    (optional) the table's heading
+  train_missing  (default True) False: train nothing, write the tables from the cells that
+           finished so far (the others read "–"), e.g. beside a sweep that is still running
 """
 from __future__ import annotations
 
@@ -142,13 +144,16 @@ DIVERGED = 'diverged.json'
 
 
 def _run_cell(cfg, workdir, data_root, target, method, overrides, progress):
-  """-> (results or {'diverged': message}, done before). A cell whose training diverged is
-  recorded in <cell>/diverged.json and, like a finished one, not redone."""
+  """-> (results or {'diverged': message} or None, done before). A cell whose training
+  diverged is recorded in <cell>/diverged.json and, like a finished one, not redone; with
+  `sweep.train_missing=False` an unfinished cell is not trained either (None)."""
   for name in ('results.json', DIVERGED):
     path = os.path.join(workdir, name)
     if os.path.isfile(path):
       with open(path) as f:
         return json.load(f), True
+  if not _sweep(cfg).get('train_missing', True):
+    return None, False
   sub = cell_config(cfg, target, method, overrides, data_root)
   try:
     return experiment.run(sub, workdir, 'train', progress), False
@@ -167,6 +172,12 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   for i, (row, target, name, method, overrides) in enumerate(cells):
     res, skipped = _run_cell(cfg, os.path.join(workdir, name), data_root, target, method,
                              overrides, progress)
+    if res is None:
+      if files.is_primary():
+        print(f'[{i + 1}/{len(cells)}] {row} -> {target}: not run yet (sweep.train_missing=False)',
+              file=sys.stderr)
+      results.setdefault(row, {})
+      continue
     if 'diverged' in res:
       diverged.append(name)
     results.setdefault(row, {})[target] = tables.cell_record(res, name)
@@ -177,6 +188,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
       print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}: "
             f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
     tables.write_artifacts(cfg, workdir, kind, targets, results)
+  tables.write_artifacts(cfg, workdir, kind, targets, results)
   if files.is_primary():
     print(f'sweep of {len(cells)} runs: {workdir}/table.md, table.json, table.png', file=sys.stderr)
   if diverged:

@@ -28,6 +28,7 @@ def get_config(preset: str = ''):
   c.data.target_category = 'skiing'
   c.sweep = ml_collections.ConfigDict()
   c.sweep.kind = 'sensitivity'
+  c.sweep.train_missing = True  # False: only tabulate the cells that finished
   c.sweep.targets = ('skiing', 'parkour')
   c.sweep.param, c.sweep['values'] = SWEEPS['n']
 

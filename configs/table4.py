@@ -92,6 +92,7 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   c.sweep.methods = tuple(methods)
   c.sweep.targets = tuple(targets)
   c.sweep.paper = {m: dict(zip(targets, row)) for m, row in zip(methods, paper)}
+  c.sweep.train_missing = True  # False: only tabulate the cells that finished
   # Five seeds per cell, trained as one vectorized program: every cell is a mean with a 95%
   # interval, and methods are compared by a paired bootstrap (app/tables.py).
   c.num_seeds = 5

@@ -23,6 +23,7 @@ def get_config(kind='methods'):
   c.sweep.param = 'loss.distill_weight'
   c.sweep['values'] = (0.0, 2.0)
   c.sweep.paper = {'sl': {'climbing': 0.5, 'cycling': 0.25}}
+  c.sweep.train_missing = True
   return c
 '''
 
@@ -92,6 +93,17 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   assert proc.stderr.count('skipped') == 4
   assert stamps == {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
   assert json.loads((wd / 'table.json').read_text())['map'] == table['map']
+
+  # Tabulating only what finished: a row not run yet reads "–", nothing trains.
+  proc = run_launch([*_args(sweep_config, wd, data), '--config.sweep.train_missing=False',
+                     '--config.sweep.methods=("sl", "coral:uda.coral.weight=2.0", "dan")'],
+                    timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.count('not run yet') == 2 and not (wd / 'dan__climbing').exists()
+  partial = json.loads((wd / 'table.json').read_text())
+  assert partial['rows'][:2] == table['rows'] and partial['map']['dan']['climbing'] is None
+  assert partial['map']['sl'] == table['map']['sl']
+  assert '2 run(s) not finished yet' in (wd / 'table.md').read_text()
 
 
 def test_sensitivity_sweep(tmp_path, sweep_config):
