@@ -4,8 +4,10 @@ Every cell is one full `experiment.run` in its own sub-workdir (all of its `num_
 in one vectorized program); a cell whose results.json exists is read back instead of rerun,
 so an interrupted sweep resumes where it stopped (and a killed cell resumes from its own
 checkpoint). After each cell the artifacts are rewritten (app/tables.py):
-<workdir>/table.md, table.json and table.png. A finished cell is never redone, even if the
-config changed since: delete its sub-workdir (<spec>__<target>/) to redo it.
+<workdir>/table.md, table.json and table.png. A finished cell whose config.json differs from
+the cell's config now (in a key that changes results, e.g. a baseline's weight in
+configs/table4.py) is refused before anything trains: delete it, or let
+`sweep.redo_stale=True` move it aside to <cell>.stale and train it again.
 
 config.sweep:
   kind     'methods' (a table) | 'sensitivity' (one parameter over values)
@@ -17,6 +19,8 @@ config.sweep:
   title    (optional) the table's heading
   train_missing  (default True) False: train nothing, write the tables from the cells that
            finished so far (the others read "–"), e.g. beside a sweep that is still running
+  redo_stale     (default False) True: a finished cell measured under another config is moved
+           to <cell>.stale and trained again (False: a one-line error names it)
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import sys
 import ml_collections
 
 from app import config_checks, experiment, tables
-from dlvhd_jax import files
+from dlvhd_jax import checkpoint, distributed, files
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 
 TARGET = '{target}'
@@ -141,17 +145,74 @@ def cell_config(cfg, target, method, overrides, data_root):
 
 
 DIVERGED = 'diverged.json'
+STALE_SUFFIX = '.stale'
+
+
+def _finished(workdir: str) -> str | None:
+  """The path of a cell's results.json or diverged.json, None while it is unfinished."""
+  for name in ('results.json', DIVERGED):
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def stale_difference(workdir: str, sub) -> tuple[str, str, str] | None:
+  """-> (key, its value in the finished cell, its value now) when the finished cell in
+  `workdir` ran another config than `sub` (a key that changes results: not RESUME_SAFE).
+  Keys the cell's config.json does not know (added to the project after it ran) are not
+  compared; a cell without config.json is taken as it is."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      saved = json.load(f)['history'][-1]['config']
+  except (OSError, ValueError, KeyError, IndexError, TypeError):
+    return None
+  was = checkpoint.config_fingerprint(saved)
+  now = checkpoint.config_fingerprint(json.loads(sub.to_json_best_effort()))
+  diff = checkpoint.first_difference({k: v for k, v in was.items() if k in now},
+                                     {k: v for k, v in now.items() if k in was})
+  return diff
+
+
+def _check_stale(cfg, workdir: str, cells, data_root: str) -> None:
+  """A finished cell measured under another config would be tabulated as this sweep's: refuse
+  before anything trains, or with `sweep.redo_stale=True` move such cells aside to
+  <cell>.stale (kept, not deleted) so that they are trained again."""
+  stale = []
+  for _, t, name, method, ov in cells:
+    cell = os.path.join(workdir, name)
+    if _finished(cell):
+      diff = stale_difference(cell, cell_config(cfg, t, method, ov, data_root))
+      if diff:
+        stale.append((cell, diff))
+  if not stale:
+    return
+  if not _sweep(cfg).get('redo_stale', False):
+    (cell, (key, was, now)), more = stale[0], len(stale) - 1
+    others = f' (and {more} more cell(s) differ)' if more else ''
+    raise UserInputError(
+        f'{cell} finished with {key}={was} but this sweep has {key}={now}{others}: delete '
+        'such cells or rerun with --config.sweep.redo_stale=True to move them aside to '
+        f'<cell>{STALE_SUFFIX} and train them again')
+  if files.is_primary():
+    for cell, (key, was, now) in stale:
+      dest = cell + STALE_SUFFIX
+      if os.path.exists(dest):
+        raise UserInputError(f'{dest} exists already: delete or rename it, then rerun')
+      os.rename(cell, dest)
+      print(f'{cell}: measured with {key}={was}, this sweep has {now}; moved to {dest}, '
+            'training it again', file=sys.stderr)
+  distributed.barrier('stale sweep cells moved aside')
 
 
 def _run_cell(cfg, workdir, data_root, target, method, overrides, progress):
   """-> (results or {'diverged': message} or None, done before). A cell whose training
   diverged is recorded in <cell>/diverged.json and, like a finished one, not redone; with
   `sweep.train_missing=False` an unfinished cell is not trained either (None)."""
-  for name in ('results.json', DIVERGED):
-    path = os.path.join(workdir, name)
-    if os.path.isfile(path):
-      with open(path) as f:
-        return json.load(f), True
+  path = _finished(workdir)
+  if path:
+    with open(path) as f:
+      return json.load(f), True
   if not _sweep(cfg).get('train_missing', True):
     return None, False
   sub = cell_config(cfg, target, method, overrides, data_root)
@@ -168,6 +229,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   experiment.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
+  _check_stale(cfg, workdir, cells, data_root)
   results, diverged = {}, []
   for i, (row, target, name, method, overrides) in enumerate(cells):
     res, skipped = _run_cell(cfg, os.path.join(workdir, name), data_root, target, method,

@@ -29,6 +29,7 @@ def get_config(preset: str = ''):
   c.sweep = ml_collections.ConfigDict()
   c.sweep.kind = 'sensitivity'
   c.sweep.train_missing = True  # False: only tabulate the cells that finished
+  c.sweep.redo_stale = False  # True: retrain (not reuse) cells measured under another config
   c.sweep.targets = ('skiing', 'parkour')
   c.sweep.param, c.sweep['values'] = SWEEPS['n']
 

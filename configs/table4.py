@@ -93,6 +93,7 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   c.sweep.targets = tuple(targets)
   c.sweep.paper = {m: dict(zip(targets, row)) for m, row in zip(methods, paper)}
   c.sweep.train_missing = True  # False: only tabulate the cells that finished
+  c.sweep.redo_stale = False  # True: retrain (not reuse) cells measured under another config
   # Five seeds per cell, trained as one vectorized program: every cell is a mean with a 95%
   # interval, and methods are compared by a paired bootstrap (app/tables.py).
   c.num_seeds = 5

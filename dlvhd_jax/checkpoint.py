@@ -62,13 +62,20 @@ def video_digest(ids) -> str:
   return hashlib.sha1('\n'.join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def run_fingerprint(cfg, **resolved) -> dict[str, Any]:
-  """{dotted key: value} of every config key that is not RESUME_SAFE, the method's own
-  `uda.<method>.*` group, and the resolved facts passed in (feature dim, schedule, videos)."""
-  flat = flatten_config(cfg.to_dict())
+def config_fingerprint(config: dict) -> dict[str, Any]:
+  """{dotted key: value} of every key of a config (as a plain dict, e.g. read back from a
+  run's config.json) that is not RESUME_SAFE, plus the method's own `uda.<method>.*` group."""
+  flat = flatten_config(config)
   fp = {k: v for k, v in flat.items() if not _is_safe(k)}
-  own = f'uda.{cfg.method}.'
+  own = f"uda.{config.get('method', '')}."
   fp.update({k: v for k, v in flat.items() if k.startswith(own)})
+  return fp
+
+
+def run_fingerprint(cfg, **resolved) -> dict[str, Any]:
+  """config_fingerprint of `cfg` and the resolved facts passed in (feature dim, schedule,
+  videos)."""
+  fp = config_fingerprint(cfg.to_dict())
   fp.update({f'resolved.{k}': _plain(v) for k, v in resolved.items()})
   return fp
 

@@ -24,6 +24,7 @@ def get_config(kind='methods'):
   c.sweep['values'] = (0.0, 2.0)
   c.sweep.paper = {'sl': {'climbing': 0.5, 'cycling': 0.25}}
   c.sweep.train_missing = True
+  c.sweep.redo_stale = False
   return c
 '''
 
@@ -45,7 +46,8 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   """Two seeds per cell (one vectorized program each): intervals, the paired comparison
   with source-only, and bold only where a row is significantly best."""
   wd, data = tmp_path / 'sweep', tmp_path / 'data'
-  proc = run_launch([*_args(sweep_config, wd, data), '--config.num_seeds=2'], timeout=300)
+  args = [*_args(sweep_config, wd, data), '--config.num_seeds=2']
+  proc = run_launch(args, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ('table.md', 'table.json', 'table.png'):
     assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
@@ -86,16 +88,16 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   best = [b for b in table['map_best'].values() if b] + [b for b in table['map_umt_best'].values() if b]
   assert md.count('**') == 2 * len(best)
 
-  # Rerun: every cell is read back, nothing trains again.
+  # Rerun (a logging change only): every cell is read back, nothing trains again.
   stamps = {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
-  proc = run_launch(_args(sweep_config, wd, data), timeout=120)
+  proc = run_launch([*args, '--config.train.log_every_steps=5'], timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('skipped') == 4
   assert stamps == {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
   assert json.loads((wd / 'table.json').read_text())['map'] == table['map']
 
   # Tabulating only what finished: a row not run yet reads "–", nothing trains.
-  proc = run_launch([*_args(sweep_config, wd, data), '--config.sweep.train_missing=False',
+  proc = run_launch([*args, '--config.sweep.train_missing=False',
                      '--config.sweep.methods=("sl", "coral:uda.coral.weight=2.0", "dan")'],
                     timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -104,6 +106,21 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   assert partial['rows'][:2] == table['rows'] and partial['map']['dan']['climbing'] is None
   assert partial['map']['sl'] == table['map']['sl']
   assert '2 run(s) not finished yet' in (wd / 'table.md').read_text()
+
+  # A finished cell measured under another config is refused, not tabulated as this sweep's;
+  # redo_stale moves it aside and trains it again.
+  one = ['--config.sweep.methods=("sl",)', '--config.sweep.targets=("climbing",)']
+  proc = run_launch([*args, *one, '--config.train.learning_rate=0.01'], timeout=120)
+  assert proc.returncode != 0
+  assert 'sl__climbing finished with train.learning_rate=' in proc.stderr
+  assert 'redo_stale' in proc.stderr and 'Traceback' not in proc.stderr
+  assert os.path.getmtime(wd / 'sl__climbing' / 'results.json') == stamps['sl__climbing']
+  proc = run_launch([*args, *one, '--config.train.learning_rate=0.01',
+                     '--config.sweep.redo_stale=True'], timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (wd / 'sl__climbing.stale' / 'results.json').is_file()
+  redone = json.loads((wd / 'sl__climbing' / 'config.json').read_text())['history']
+  assert len(redone) == 1 and redone[0]['config']['train']['learning_rate'] == 0.01
 
 
 def test_sensitivity_sweep(tmp_path, sweep_config):
