@@ -64,11 +64,15 @@ def video_digest(ids) -> str:
 
 def config_fingerprint(config: dict) -> dict[str, Any]:
   """{dotted key: value} of every key of a config (as a plain dict, e.g. read back from a
-  run's config.json) that is not RESUME_SAFE, plus the method's own `uda.<method>.*` group."""
+  run's config.json) that is not RESUME_SAFE, plus the method's own `uda.<method>.*` group,
+  less the key that config.vary varies."""
   flat = flatten_config(config)
   fp = {k: v for k, v in flat.items() if not _is_safe(k)}
   own = f"uda.{config.get('method', '')}."
   fp.update({k: v for k, v in flat.items() if k.startswith(own)})
+  # Under config.vary every replica reads its own value of the varied key (dlvhd_jax/hparams.py),
+  # so the key's value in the config does not change what trains.
+  fp.pop(str(flat.get('vary.key', '') or ''), None)
   return fp
 
 

@@ -219,3 +219,33 @@ def test_a_diverged_cell_is_reported_not_scored(tmp_path, sweep_config, capfd):
   assert 'diverged' in table and '1 run(s) diverged' in table
   assert json.loads((wd / 'table.json').read_text())['map']['sl:train.learning_rate=1e6'][
       'climbing'] is None
+
+
+def test_stale_difference_compares_what_changes_results(tmp_path):
+  """Which config changes make a finished cell stale: the method's own weight and training
+  keys do; logging, another method's weight and the base value of a varied key do not."""
+  from app import experiment, sweep
+  from configs import table4
+  cfg = table4.get_config('best')
+  cell = sweep.cell_config(cfg, 'dog', 'dan', {}, '/data')
+  experiment.record_config(str(tmp_path), cell, 'train', 0)
+
+  def diff(**changes):
+    now = cell.copy_and_resolve_references()
+    for k, v in changes.items():
+      sweep.set_path(now, k.replace('__', '.'), v)
+    return sweep.stale_difference(str(tmp_path), now)
+
+  assert diff() is None
+  assert diff(uda__dan__weight=0.1) == ('uda.dan.weight', '1.0', '0.1')
+  assert diff(num_seeds=3)[0] == 'num_seeds'
+  assert diff(train__log_every_steps=7, uda__afn__weight=1.0, data__root='/elsewhere') is None
+  varied = cell.copy_and_resolve_references()
+  sweep.set_path(varied, 'vary.key', 'uda.dan.weight')
+  sweep.set_path(varied, 'vary.values', (0.1, 1.0))
+  experiment.record_config(str(tmp_path), varied, 'train', 0)
+  sweep.set_path(varied, 'uda.dan.weight', 0.1)
+  assert sweep.stale_difference(str(tmp_path), varied) is None
+  sweep.set_path(varied, 'vary.values', (0.1, 10.0))
+  assert sweep.stale_difference(str(tmp_path), varied)[0] == 'vary.values'
+  assert sweep.stale_difference(str(tmp_path / 'missing'), varied) is None
