@@ -8,9 +8,9 @@ weights x 3 seeds train as one vectorized program (config.vary); each value's se
 scored on the held-out 20% of the surfing training videos every 50 steps, and the weight with
 the best mean source-validation mAP is chosen (`selected_value` in each cell's results.json;
 no target label is read). A weight whose training diverges drops out of the choice.
-Its outcome is adopted by writing it into configs/table4.py's CPU_UDA_WEIGHTS (used by the
-`cpu` and `best` presets of Tables 4 and 7); the weights there now come from the label-free
-stability check described beside them.
+Its outcome is adopted by writing it into configs/table4.py's BEST_UDA_WEIGHTS (the `best`
+preset of Tables 4 and 7). A finished Table 4 cell measured at the old weight is then refused
+by the sweep until it is retrained (`--config.sweep.redo_stale=True`).
 """
 from configs.table4 import make_table_config
 

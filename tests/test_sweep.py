@@ -237,14 +237,14 @@ def test_stale_difference_compares_what_changes_results(tmp_path):
     return sweep.stale_difference(str(tmp_path), now)
 
   assert diff() is None
-  assert diff(uda__dan__weight=0.1) == ('uda.dan.weight', '1.0', '0.1')
+  assert diff(uda__dan__weight=10.0) == ('uda.dan.weight', json.dumps(cell.uda.dan.weight), '10.0')
   assert diff(num_seeds=3)[0] == 'num_seeds'
   assert diff(train__log_every_steps=7, uda__afn__weight=1.0, data__root='/elsewhere') is None
   varied = cell.copy_and_resolve_references()
   sweep.set_path(varied, 'vary.key', 'uda.dan.weight')
   sweep.set_path(varied, 'vary.values', (0.1, 1.0))
   experiment.record_config(str(tmp_path), varied, 'train', 0)
-  sweep.set_path(varied, 'uda.dan.weight', 0.1)
+  sweep.set_path(varied, 'uda.dan.weight', 10.0)
   assert sweep.stale_difference(str(tmp_path), varied) is None
   sweep.set_path(varied, 'vary.values', (0.1, 10.0))
   assert sweep.stale_difference(str(tmp_path), varied)[0] == 'vary.values'
