@@ -169,9 +169,8 @@ def stale_difference(workdir: str, sub) -> tuple[str, str, str] | None:
     return None
   was = checkpoint.config_fingerprint(saved)
   now = checkpoint.config_fingerprint(json.loads(sub.to_json_best_effort()))
-  diff = checkpoint.first_difference({k: v for k, v in was.items() if k in now},
+  return checkpoint.first_difference({k: v for k, v in was.items() if k in now},
                                      {k: v for k, v in now.items() if k in was})
-  return diff
 
 
 def _check_stale(cfg, workdir: str, cells, data_root: str) -> None:
@@ -194,11 +193,13 @@ def _check_stale(cfg, workdir: str, cells, data_root: str) -> None:
         f'{cell} finished with {key}={was} but this sweep has {key}={now}{others}: delete '
         'such cells or rerun with --config.sweep.redo_stale=True to move them aside to '
         f'<cell>{STALE_SUFFIX} and train them again')
+  taken = [cell + STALE_SUFFIX for cell, _ in stale if os.path.exists(cell + STALE_SUFFIX)]
+  if taken:  # checked for all before any is moved: nothing half done
+    raise UserInputError(f'{taken[0]} exists already (an older stale copy): delete or rename '
+                         'it, then rerun')
   if files.is_primary():
     for cell, (key, was, now) in stale:
       dest = cell + STALE_SUFFIX
-      if os.path.exists(dest):
-        raise UserInputError(f'{dest} exists already: delete or rename it, then rerun')
       os.rename(cell, dest)
       print(f'{cell}: measured with {key}={was}, this sweep has {now}; moved to {dest}, '
             'training it again', file=sys.stderr)

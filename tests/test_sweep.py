@@ -121,6 +121,11 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   assert (wd / 'sl__climbing.stale' / 'results.json').is_file()
   redone = json.loads((wd / 'sl__climbing' / 'config.json').read_text())['history']
   assert len(redone) == 1 and redone[0]['config']['train']['learning_rate'] == 0.01
+  # A second redo would overwrite the kept copy: refused, nothing moved.
+  proc = run_launch([*args, *one, '--config.train.learning_rate=0.02',
+                     '--config.sweep.redo_stale=True'], timeout=120)
+  assert proc.returncode != 0 and 'sl__climbing.stale exists already' in proc.stderr
+  assert (wd / 'sl__climbing' / 'results.json').is_file()
 
 
 def test_sensitivity_sweep(tmp_path, sweep_config):
