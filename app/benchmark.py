@@ -125,8 +125,9 @@ def run(cfg, workdir: str) -> dict:
   m = cfg.model
   width = dim if m.width <= 0 else int(m.width)
   n = cfg.sampling.set_size
+  hidden = model_lib.resolved_head_dims(cfg, dim)
   flops = lambda heads: model_lib.train_flops_per_set(
-      n, dim, width, m.depth, m.mlp_ratio * width, tuple(m.head_dims), heads, m.use_encoder)
+      n, dim, width, m.depth, m.mlp_ratio * width, hidden, heads, m.use_encoder)
   encoder_passes, head_passes = objective.passes
   r = train.num_seeds(cfg)
   step_flops = (flops(0) * encoder_passes + (flops(1) - flops(0)) * head_passes) * batch * r
@@ -153,7 +154,7 @@ def run(cfg, workdir: str) -> dict:
   jax.block_until_ready(outs)
   eval_time = time.perf_counter() - t
   eval_flops = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
-                                             tuple(m.head_dims), len(objective.eval_heads),
+                                             hidden, len(objective.eval_heads),
                                              m.use_encoder) / 3.0 * n_windows * r
   result = {
       'method': cfg.method,

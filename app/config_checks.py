@@ -70,7 +70,8 @@ RULES: dict[str, Rule] = {
     'model.mlp_ratio': int_at_least(1),
     'model.head_dims': ((lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) and x >= 1
                                                                         for x in v)),
-                        'a tuple of integers >= 1, e.g. (1024, 256)'),
+                        'a tuple of integers >= 1, e.g. (1024, 256), or () for the variant\'s'),
+    'model.variant': one_of('published', 'v1'),
     'model.dropout': number_in(0.0, 1.0, hi_open=True),
     'model.dtype': one_of('float32', 'bfloat16'),
     'sampling.set_size': int_at_least(2),

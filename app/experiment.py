@@ -21,6 +21,7 @@ import numpy as np
 from app import config_checks, detector
 from data_pipelines import datasets, normalize, synthetic
 from dlvhd_jax import distributed, evaluation, hparams, methods, parallel, sampling, train
+from dlvhd_jax import model as model_lib
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 from dlvhd_jax.files import is_primary, write_json, write_npz
@@ -249,6 +250,8 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'source_category': cfg.data.source_category,
       'target_category': cfg.data.target_category,
       'features': cfg.data.features,
+      'model_variant': model_lib.variant_of(cfg),
+      'head_dims': list(model_lib.resolved_head_dims(cfg, data.feature_dim)),
       'split': cfg.data.split,
       'edge_rule': cfg.eval.edge_rule,
       'seeds': seeds,

@@ -167,7 +167,7 @@ def stale_difference(workdir: str, sub) -> tuple[str, str, str] | None:
       saved = json.load(f)['history'][-1]['config']
   except (OSError, ValueError, KeyError, IndexError, TypeError):
     return None
-  was = checkpoint.config_fingerprint(saved)
+  was = checkpoint.config_fingerprint(checkpoint.with_legacy_defaults(saved))
   now = checkpoint.config_fingerprint(json.loads(sub.to_json_best_effort()))
   return checkpoint.first_difference({k: v for k, v in was.items() if k in now},
                                      {k: v for k, v in now.items() if k in was})

@@ -56,11 +56,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.activitynet = ml_collections.ConfigDict({'label_rule': 'spec'})
 
   c.model = ml_collections.ConfigDict()
+  # published: the authors' code where the paper is silent (attention scale width^-1/2,
+  # bias-free qkv, dropout after the GELU too, LayerNorm eps 1e-5, torch's default init,
+  # heads W/4 -> W/16, the step decay one epoch early as their StepLR); v1: this project's
+  # first model, for the numbers measured with it (dlvhd_jax/model.py).
+  c.model.variant = 'published'
   c.model.width = -1  # -1 = feature dimension (no input projection, as the paper)
   c.model.depth = 5
   c.model.num_heads = 8
   c.model.mlp_ratio = 2  # MLP width = mlp_ratio * width (4096 -> 8192)
-  c.model.head_dims = (1024, 256)
+  # Hidden widths of the scoring heads; () = the variant's (published: W/4, W/16 of the
+  # head's input width W, i.e. 1024, 256 at W = 4096; v1: 1024, 256 at every width).
+  c.model.head_dims = ()
   c.model.dropout = 0.5
   c.model.use_encoder = True  # False = the paper's "w/o T" ablation
   c.model.dtype = 'float32'  # compute dtype; parameters stay float32

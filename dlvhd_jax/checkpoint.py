@@ -76,6 +76,23 @@ def config_fingerprint(config: dict) -> dict[str, Any]:
   return fp
 
 
+# Keys added after runs were measured, with the value those runs had: a finished sweep cell
+# or a checkpoint written before `model.variant` existed was the v1 model.
+LEGACY_DEFAULTS = {'model.variant': 'v1'}
+
+
+def with_legacy_defaults(config: dict) -> dict:
+  """A saved config (nested, as config.json holds it) with LEGACY_DEFAULTS filled in."""
+  out = json.loads(json.dumps(config))
+  for dotted, value in LEGACY_DEFAULTS.items():
+    node = out
+    *groups, last = dotted.split('.')
+    for g in groups:
+      node = node.setdefault(g, {})
+    node.setdefault(last, value)
+  return out
+
+
 def run_fingerprint(cfg, **resolved) -> dict[str, Any]:
   """config_fingerprint of `cfg` and the resolved facts passed in (feature dim, schedule,
   videos)."""
@@ -207,7 +224,8 @@ class Checkpointer:
   def check_run(self, fingerprint: dict, step: int | None = None) -> None:
     """One-line error if the checkpoint at `step` (default latest) belongs to another run."""
     step = self.latest_step() if step is None else step
-    diff = first_difference(self.saved_fingerprint(step), fingerprint)
+    saved = {**LEGACY_DEFAULTS, **self.saved_fingerprint(step)}
+    diff = first_difference(saved, fingerprint)
     if diff:
       key, was, now = diff
       workdir = os.path.dirname(self.directory)

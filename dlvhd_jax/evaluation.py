@@ -8,6 +8,8 @@ All windows of all test videos go through the model as large batched calls.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,15 +174,30 @@ def top5_average_precision(annotator_scores: np.ndarray, scores: np.ndarray, k: 
   annotator_scores [A, T] (each annotator's segment scores), scores [T] (the model's). Per
   annotator: binarize its scores as `> median`, take the k segments the model ranks highest,
   and compute the UMT-protocol AP of that ranked list (trapezoid, precision 1 at recall 0;
-  0 if none of the k is positive; ties of model scores in expectation over their orders).
+  0 if none of the k is positive). Ties count in expectation over every order of the tied
+  segments, inside the list (average_precision_umt) and at the cut: when m segments tie at
+  the k-th place and c of them fit in the list, each c-subset is equally likely, so the list
+  holds b of the tie's a positives with hypergeometric probability C(a,b) C(m-a,c-b) / C(m,c).
   """
   _check_finite(scores)
   s = np.asarray(scores, np.float64)
-  top = np.argsort(-s, kind='stable')[:k]
+  k = min(k, len(s))
+  cut = np.sort(s)[::-1][k - 1]
+  above = np.nonzero(s > cut)[0]
+  above = above[np.argsort(-s[above], kind='stable')]
+  tied = np.nonzero(s == cut)[0]
+  m, c = len(tied), k - len(above)
+  list_scores = np.r_[s[above], np.full(c, cut)]
   aps = []
-  for a in np.atleast_2d(np.asarray(annotator_scores, np.float64)):
-    y = (a > np.median(a)).astype(np.float64)
-    aps.append(average_precision_umt(y[top], s[top]))
+  for a_scores in np.atleast_2d(np.asarray(annotator_scores, np.float64)):
+    y = (a_scores > np.median(a_scores)).astype(np.float64)
+    a = int(y[tied].sum())
+    ap = 0.0
+    for b in range(max(0, c - (m - a)), min(a, c) + 1):
+      p = math.comb(a, b) * math.comb(m - a, c - b) / math.comb(m, c)
+      labels = np.r_[y[above], np.ones(b), np.zeros(c - b)]
+      ap += p * average_precision_umt(labels, list_scores)
+    aps.append(ap)
   return float(np.mean(aps))
 
 

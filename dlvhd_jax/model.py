@@ -2,8 +2,18 @@
 
 SPEC: pre-LN Transformer blocks without positional encoding (a set is permutation
 invariant), padding positions masked in attention, dropout on both residual branches,
-and MLP scoring heads FC(w,1024) -> ReLU -> Drop -> FC(1024,256) -> ReLU -> Drop -> FC(256,1)
-whose output is mapped to (-1, 1) by 2*sigmoid(.) - 1.
+and MLP scoring heads FC -> ReLU -> Drop -> FC -> ReLU -> Drop -> FC(., 1) whose output is
+mapped to (-1, 1) by 2*sigmoid(.) - 1.
+
+`config.model.variant` fixes what the paper leaves open. `published` follows the authors'
+code (network/transformer.py, network/score_net.py): attention logits scaled by
+width^-1/2 (not head_dim^-1/2), one bias-free query/key/value projection, feed-forward
+dropout after the GELU and after the second linear, LayerNorm epsilon 1e-5, torch's default
+initialization (every linear weight and bias uniform in +-1/sqrt(fan_in), LayerNorm 1 and 0)
+and scoring heads W/4 -> W/16 -> 1 of their input width W. `v1` is this project's first
+model (head_dim^-1/2, biased qkv, one feed-forward dropout, epsilon 1e-6, LeCun-normal
+weights with zero biases, heads 1024 -> 256 -> 1), kept so that numbers measured with it
+stay reproducible.
 
 Dropout takes an explicit PRNG key (folded per layer) instead of an nnx.Rngs stream, so the
 compiled train step stays a pure function of (params, optimizer state, step, key) and its
@@ -20,6 +30,48 @@ from flax import nnx
 from dlvhd_jax.errors import UserInputError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+VARIANTS = ('published', 'v1')
+V1_HEAD_DIMS = (1024, 256)
+
+
+def check_variant(variant: str) -> str:
+  if variant not in VARIANTS:
+    raise UserInputError(f'config.model.variant={variant!r} is not one of {list(VARIANTS)}')
+  return variant
+
+
+def head_dims(variant: str, head_in: int, dims: Sequence[int] = ()) -> tuple[int, ...]:
+  """Hidden widths of a scoring head on [.., head_in] embeddings: `dims` if given, else the
+  variant's (published: head_in/4, head_in/16 as the authors' ScoreFCN; v1: 1024, 256)."""
+  if dims:
+    return tuple(int(d) for d in dims)
+  if variant == 'published':
+    return (max(1, head_in // 4), max(1, head_in // 16))
+  return V1_HEAD_DIMS
+
+
+def _torch_uniform(fan_in: int):
+  """torch.nn.Linear's default initializer for weights and biases: U(-1/sqrt(fan_in), +)."""
+  bound = 1.0 / max(fan_in, 1) ** 0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def linear(fan_in: int, fan_out: int, variant: str, *, dtype, rngs: nnx.Rngs,
+           use_bias: bool = True) -> nnx.Linear:
+  """A float32-parameter linear layer initialized as the variant says."""
+  init = {}
+  if variant == 'published':
+    init = dict(kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
+  return nnx.Linear(fan_in, fan_out, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                    rngs=rngs, **init)
+
+
+def layer_norm(width: int, variant: str, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(width, epsilon=1e-5 if variant == 'published' else 1e-6, dtype=dtype,
+                       param_dtype=jnp.float32, rngs=rngs)
 
 
 def canonical_dtype(name: str):
@@ -43,12 +95,15 @@ def _fold(key: jax.Array | None, i: int) -> jax.Array | None:
 class SelfAttention(nnx.Module):
   """Multi-head self-attention over a set with a key padding mask."""
 
-  def __init__(self, width: int, num_heads: int, *, dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, *, variant: str, dtype, rngs: nnx.Rngs):
     if width % num_heads:
       raise UserInputError(f'config.model.width={width} is not divisible by model.num_heads={num_heads}')
     self.num_heads = num_heads
-    self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    self.out = nnx.Linear(width, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    published = variant == 'published'
+    # The published code scales by the whole width (its `dim ** -0.5`), v1 by the head's.
+    self.scale = width ** -0.5 if published else None
+    self.qkv = linear(width, 3 * width, variant, use_bias=not published, dtype=dtype, rngs=rngs)
+    self.out = linear(width, width, variant, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """x: [B, N, W], mask: [B, N] bool (True = valid) -> [B, N, W]."""
@@ -57,41 +112,45 @@ class SelfAttention(nnx.Module):
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     # Keys at padding positions are masked; the softmax itself runs in f32 inside XLA's
     # attention for bf16 inputs.
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], scale=self.scale)
     return self.out(y.reshape(b, n, w))
 
 
 class EncoderBlock(nnx.Module):
-  """x = x + Drop(Attn(LN(x))); x = x + Drop(MLP(LN(x)))."""
+  """x = x + Drop(Attn(LN(x))); x = x + Drop(FC(Drop'(GELU(FC(LN(x)))))), Drop' published only."""
 
   def __init__(self, width: int, num_heads: int, mlp_dim: int, dropout_rate: float, *,
-               dtype, rngs: nnx.Rngs):
+               variant: str, dtype, rngs: nnx.Rngs):
     self.dropout_rate = dropout_rate
-    self.ln1 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    self.attn = SelfAttention(width, num_heads, dtype=dtype, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    self.fc1 = nnx.Linear(width, mlp_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.inner_dropout = variant == 'published'
+    self.ln1 = layer_norm(width, variant, dtype=dtype, rngs=rngs)
+    self.attn = SelfAttention(width, num_heads, variant=variant, dtype=dtype, rngs=rngs)
+    self.ln2 = layer_norm(width, variant, dtype=dtype, rngs=rngs)
+    self.fc1 = linear(width, mlp_dim, variant, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(mlp_dim, width, variant, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
     """x: [B, N, W] -> [B, N, W]."""
     x = x + dropout(self.attn(self.ln1(x), mask), self.dropout_rate, _fold(key, 0))
-    h = self.fc2(jax.nn.gelu(self.fc1(self.ln2(x)), approximate=False))
-    return x + dropout(h, self.dropout_rate, _fold(key, 1))
+    h = jax.nn.gelu(self.fc1(self.ln2(x)), approximate=False)
+    if self.inner_dropout:
+      h = dropout(h, self.dropout_rate, _fold(key, 2))
+    return x + dropout(self.fc2(h), self.dropout_rate, _fold(key, 1))
 
 
 class SetEncoder(nnx.Module):
   """Shared set Transformer T: [B, N, D] features -> [B, N, W] contextual embeddings."""
 
   def __init__(self, in_dim: int, width: int, depth: int, num_heads: int, mlp_dim: int,
-               dropout_rate: float, *, dtype, remat: bool, rngs: nnx.Rngs):
+               dropout_rate: float, *, variant: str, dtype, remat: bool, rngs: nnx.Rngs):
     self.dtype = dtype
     self.remat = remat
     # The paper has no input projection (width = feature dim); a different width adds one.
-    self.proj = (nnx.Linear(in_dim, width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.proj = (linear(in_dim, width, variant, dtype=dtype, rngs=rngs)
                  if width != in_dim else None)
     self.blocks = nnx.List([
-        EncoderBlock(width, num_heads, mlp_dim, dropout_rate, dtype=dtype, rngs=rngs)
+        EncoderBlock(width, num_heads, mlp_dim, dropout_rate, variant=variant, dtype=dtype,
+                     rngs=rngs)
         for _ in range(depth)])
 
   def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -109,13 +168,12 @@ class SetEncoder(nnx.Module):
 class ScoringHead(nnx.Module):
   """C: [B, N, W] -> highlight scores [B, N] in (-1, 1), float32."""
 
-  def __init__(self, width: int, hidden: Sequence[int], dropout_rate: float, *, dtype,
-               rngs: nnx.Rngs):
+  def __init__(self, width: int, hidden: Sequence[int], dropout_rate: float, *, variant: str,
+               dtype, rngs: nnx.Rngs):
     self.dropout_rate = dropout_rate
     dims = [width, *hidden, 1]
-    self.layers = nnx.List([
-        nnx.Linear(a, b, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-        for a, b in zip(dims[:-1], dims[1:])])
+    self.layers = nnx.List([linear(a, b, variant, dtype=dtype, rngs=rngs)
+                            for a, b in zip(dims[:-1], dims[1:])])
 
   def logits(self, h: jax.Array, key: jax.Array | None) -> jax.Array:
     for i, layer in enumerate(self.layers[:-1]):
@@ -131,14 +189,14 @@ class HighlightModel(nnx.Module):
 
   def __init__(self, in_dim: int, *, width: int, depth: int, num_heads: int, mlp_dim: int,
                head_dims: Sequence[int], heads: Sequence[str], dropout_rate: float,
-               use_encoder: bool, dtype, remat: bool, rngs: nnx.Rngs):
+               use_encoder: bool, dtype, remat: bool, rngs: nnx.Rngs, variant: str = 'v1'):
     self.dtype = dtype
     self.encoder = (SetEncoder(in_dim, width, depth, num_heads, mlp_dim, dropout_rate,
-                               dtype=dtype, remat=remat, rngs=rngs)
+                               variant=variant, dtype=dtype, remat=remat, rngs=rngs)
                     if use_encoder else None)
     head_in = width if use_encoder else in_dim
-    self.heads = nnx.Dict({name: ScoringHead(head_in, head_dims, dropout_rate, dtype=dtype,
-                                             rngs=rngs) for name in heads})
+    self.heads = nnx.Dict({name: ScoringHead(head_in, head_dims, dropout_rate, variant=variant,
+                                             dtype=dtype, rngs=rngs) for name in heads})
 
   def encode(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
     """x: [B, N, D], mask: [B, N] -> embeddings [B, N, W] (x itself without encoder)."""
@@ -166,15 +224,31 @@ class HighlightModel(nnx.Module):
     return self.score(self.encode(x, mask, k_enc), k_head, heads)
 
 
-def build_model(cfg, in_dim: int, heads: Sequence[str], seed: int) -> HighlightModel:
-  """Builds the model of `cfg.model` for features of dimension `in_dim`."""
+def variant_of(cfg) -> str:
+  return check_variant(cfg.model.get('variant', 'v1'))
+
+
+def model_width(cfg, in_dim: int) -> int:
+  w = cfg.model.width
+  return in_dim if w in (-1, 0, None) else int(w)
+
+
+def resolved_head_dims(cfg, in_dim: int) -> tuple[int, ...]:
+  """The scoring heads' hidden widths this config builds for `in_dim`-d features."""
+  head_in = model_width(cfg, in_dim) if cfg.model.use_encoder else in_dim
+  return head_dims(variant_of(cfg), head_in, cfg.model.head_dims)
+
+
+def build_model(cfg, in_dim: int, heads: Sequence[str], seed) -> HighlightModel:
+  """Builds the model of `cfg.model` for features of dimension `in_dim`; `seed` (an int or a
+  PRNG key) seeds its parameters."""
   m = cfg.model
-  width = in_dim if m.width in (-1, 0, None) else int(m.width)
+  width = model_width(cfg, in_dim)
   return HighlightModel(
       in_dim, width=width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_ratio * width,
-      head_dims=tuple(m.head_dims), heads=heads, dropout_rate=m.dropout,
+      head_dims=resolved_head_dims(cfg, in_dim), heads=heads, dropout_rate=m.dropout,
       use_encoder=m.use_encoder, dtype=canonical_dtype(m.dtype), remat=m.remat,
-      rngs=nnx.Rngs(params=seed))
+      rngs=nnx.Rngs(params=seed), variant=variant_of(cfg))
 
 
 def train_flops_per_set(n: int, in_dim: int, width: int, depth: int, mlp_dim: int,

@@ -6,8 +6,9 @@ over all of them, and applies the optimizer (the paper's SGD with momentum and w
 or AdamW). `steps_per_dispatch` steps run in one compiled call through `lax.scan`.
 
 Reliability lives here too: the step refuses an update whose loss or gradient norm is not
-finite (the state is kept and counted); the loop stops a run whose logged loss is not
-finite (NonFiniteError, exit code 3) before any checkpoint of it is written; SIGTERM /
+finite (the state is kept and counted); the loop stops a run with a refused update (a
+non-finite loss, or a finite loss with a non-finite gradient) at the next log or checkpoint
+interval (NonFiniteError, exit code 3) before any checkpoint of it is written; SIGTERM /
 SIGINT save a checkpoint and end the run (Preempted); a checkpoint carries the run's
 fingerprint, and resuming it with another config is refused.
 """
@@ -30,7 +31,7 @@ from flax import nnx, struct
 from tqdm import tqdm
 
 from dlvhd_jax import model as model_lib
-from dlvhd_jax import distributed, hparams, objectives, parallel, sampling
+from dlvhd_jax import distributed, hparams, keys, objectives, parallel, sampling
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
 from dlvhd_jax.files import is_primary, write_atomic, writing
@@ -55,10 +56,17 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """Step counts: epochs as in the published code (one set per source segment per epoch)."""
+  """Step counts: epochs as in the published code (one set per source segment per epoch).
+
+  `decay_offset`: steps by which every step decay comes early. The published code calls its
+  StepLR at the start of each epoch, so epoch e trains at lr * factor^((e + 1) // 20): the
+  decays come one epoch early (after epochs 19 and 39 of 50). The published variant does the
+  same (one epoch = decay_steps / lr_decay_epochs steps); v1 decays at the epoch boundary.
+  """
   steps_per_epoch: int
   total_steps: int
   decay_steps: int
+  decay_offset: int = 0
 
 
 def make_schedule(cfg, num_source_segments: int) -> Schedule:
@@ -70,7 +78,10 @@ def make_schedule(cfg, num_source_segments: int) -> Schedule:
   else:
     total = int(t.num_epochs * steps_per_epoch)
     decay = int(t.lr_decay_epochs * steps_per_epoch)
-  return Schedule(steps_per_epoch, total, decay)
+  offset = 0
+  if model_lib.variant_of(cfg) == 'published' and t.get('lr_schedule', 'step') == 'step':
+    offset = min(decay - 1, max(0, round(decay / max(t.lr_decay_epochs, 1))))
+  return Schedule(steps_per_epoch, total, decay, offset)
 
 
 def make_lr(cfg, schedule: Schedule):
@@ -81,8 +92,10 @@ def make_lr(cfg, schedule: Schedule):
   kind = t.get('lr_schedule', 'step')
   warmup = int(t.get('warmup_steps', 0))
   if kind == 'step':
-    main = optax.exponential_decay(t.learning_rate, schedule.decay_steps, t.lr_decay_factor,
-                                   staircase=True)
+    decay = optax.exponential_decay(t.learning_rate, schedule.decay_steps, t.lr_decay_factor,
+                                    staircase=True)
+    main = (decay if not schedule.decay_offset else
+            (lambda step, _o=schedule.decay_offset: decay(step + _o)))
   elif kind == 'cosine':
     main = optax.cosine_decay_schedule(t.learning_rate, max(1, schedule.total_steps - warmup))
   elif kind == 'constant':
@@ -158,10 +171,13 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
   the state a standalone run with seed + r starts from (its parameters and its PRNG key).
   With config.vary, the axis is values x seeds (`replicas`) and each state holds its value.
   """
+  variant = model_lib.variant_of(cfg)
+
   def one(value, seed):
-    graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, seed))
+    init_key, train_key = keys.seed_keys(variant, seed)
+    graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, init_key))
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                       jax.random.key_data(jax.random.key(seed + 1)), jnp.zeros((), jnp.int32))
+                       jax.random.key_data(train_key), jnp.zeros((), jnp.int32))
     if selects_best(cfg):
       state = state.replace(best_params=jax.tree.map(jnp.copy, params),
                             best_val=jnp.full((), -jnp.inf, jnp.float32),
@@ -244,8 +260,7 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
 
   def one_step(state: TrainState, banks):
     source, target = banks
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    k_batch, k_loss = jax.random.split(key)
+    k_batch, k_loss = keys.step_keys(jax.random.wrap_key_data(state.key), state.step)
     sets = draw_batch(k_batch, source, target, cfg, batch, objective.uses_target, mesh)
     # config.vary: the objective sees this replica's value; a varied learning rate scales the
     # updates instead (every schedule and optimizer here is linear in it).
@@ -367,16 +382,21 @@ def _per_step(host_metrics: list[dict], name: str) -> np.ndarray:
   return np.concatenate([np.reshape(m[name], (np.shape(m[name])[0], -1)) for m in host_metrics])
 
 
-def first_nonfinite_loss(host_metrics: list[dict],
-                         ignore: np.ndarray | None = None) -> tuple[int, int] | None:
-  """(step index in the interval, replica) of the first non-finite loss term, or None;
-  replicas where `ignore` ([replicas] bool) is True are not looked at."""
+def first_refused_update(host_metrics: list[dict],
+                         ignore: np.ndarray | None = None) -> tuple[int, int, str] | None:
+  """(step index in the interval, replica, 'loss' | 'gradient') of the first update the step
+  refused, or None: 'loss' when a loss term was not finite, 'gradient' when the loss was and
+  the gradient was not. Replicas where `ignore` ([replicas] bool) is True are not looked at."""
   names = [k for k in host_metrics[0] if k.startswith('loss')]
   finite = np.all(np.stack([np.isfinite(_per_step(host_metrics, k)) for k in names]), axis=0)
+  refused = ~finite | (_per_step(host_metrics, 'skipped_updates') > 0)
   if ignore is not None:
-    finite = finite | ignore[None, :]
-  bad = np.argwhere(~finite)
-  return (int(bad[0][0]), int(bad[0][1])) if len(bad) else None
+    refused = refused & ~ignore[None, :]
+  bad = np.argwhere(refused)
+  if not len(bad):
+    return None
+  i, r = int(bad[0][0]), int(bad[0][1])
+  return i, r, 'loss' if not finite[i, r] else 'gradient'
 
 
 def diverged_replicas(cfg, state: TrainState) -> np.ndarray:
@@ -490,10 +510,10 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
         tolerated = diverged_replicas(cfg, state) if hparams.key(cfg) else None
         if tolerated is not None and tolerated.all():
           tolerated = None
-        bad = first_nonfinite_loss(host, tolerated)
+        bad = first_refused_update(host, tolerated)
         if bad is not None:
           where = f' ({replica_name(cfg, bad[1])})' if num_replicas(cfg) > 1 else ''
-          raise diverged(f'non-finite loss at step {step_last + bad[0] + 1}{where}')
+          raise diverged(f'non-finite {bad[2]} at step {step_last + bad[0] + 1}{where}')
       if log_due:
         now = time.perf_counter()
         record = interval_record(host)
