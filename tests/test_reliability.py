@@ -106,6 +106,34 @@ def test_divergent_run_stops_with_exit_3_and_keeps_its_last_good_checkpoint(tmp_
   assert code == 0, err[-2000:]
 
 
+def test_a_refused_update_with_a_finite_loss_stops_the_run(tmp_path, root, capfd, monkeypatch):
+  """A non-finite gradient under a finite loss (injected at the third step, once): the step
+  refuses the update, and the run stops at the next interval with exit code 3, no results,
+  and the checkpoint before it kept, instead of finishing with a replica counted diverged."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  sl = methods.get_objective('sl')
+
+  def update(graphdef, tx, params, opt_state, batch, key, cfg, step, total_steps=None):
+    del total_steps
+    (loss, metrics), grads = jax.value_and_grad(
+        lambda p: sl.loss(nnx.merge(graphdef, p), batch, key, cfg), has_aux=True)(params)
+    grads = jax.tree.map(lambda g: jnp.where(step == 2, jnp.nan, g), grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state,
+            {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics})
+  monkeypatch.setitem(methods.OBJECTIVES, 'sl', sl.__class__(**{**sl.__dict__, 'update': update}))
+  wd = tmp_path / 'wd'
+  code, err = _main(_args(root, wd, **{'train.num_steps': 6}) + ['--config.method=sl'], capfd)
+  assert code == 3, err[-2000:]
+  (line,) = _error_lines(err)
+  assert line == (f'error: non-finite gradient at step 3 (last good checkpoint: step 2 in '
+                  f'{wd / "checkpoints"}); lower train.learning_rate'), line
+  assert sorted(int(p) for p in os.listdir(wd / 'checkpoints') if p.isdigit()) == [2]
+  assert not (wd / 'results.json').exists() and not (wd / 'test_scores.npz').exists()
+
+
 def test_nonfinite_scores_are_refused():
   labels = np.array([1, -1, 1, -1])
   for ap in (evaluation.average_precision, evaluation.average_precision_umt):

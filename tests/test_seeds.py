@@ -135,3 +135,69 @@ def test_the_varied_key_reads_as_the_replica_value_however_the_objectives_read_i
   assert baselines._hp(hparams.overlay(cfg, 7.0), 'afn', 'weight') == 7.0  # pylint: disable=protected-access
   cfg.vary.key = 'train.learning_rate'  # enters through the updates, not the objectives
   assert hparams.overlay(cfg, 9.0) is cfg
+
+
+def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
+  """Every key a 3-seed dlvhd run draws in its first `steps` steps, as it draws them: the
+  parameter initializers' keys (nnx's stream over each seed's init key), and the step's set
+  and loss keys recorded at run time from inside the compiled, vmapped step."""
+  from configs import base  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import keys, methods, model as model_lib, parallel, sampling, train  # pylint: disable=import-outside-toplevel
+  cfg = base.get_base_config()
+  cfg.model.variant = variant
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads, cfg.model.head_dims = 8, 1, 2, (8,)
+  cfg.train.batch_size, cfg.sampling.set_size, cfg.num_seeds = 2, 4, 3
+  init_keys, drawn = {}, []
+  real_seed_keys, real_step_keys = keys.seed_keys, keys.step_keys
+
+  def seed_keys(v, seed):
+    init_keys[seed] = real_seed_keys(v, seed)
+    return init_keys[seed]
+
+  def step_keys(train_key, step):
+    out = real_step_keys(train_key, step)
+    # The step's root too (what both are split from).
+    every = (jax.random.fold_in(train_key, step), *out)
+    jax.debug.callback(lambda *ks: drawn.extend(np.asarray(k) for k in ks),
+                       *(jax.random.key_data(k) for k in every))
+    return out
+  monkeypatch.setattr(keys, 'seed_keys', seed_keys)
+  monkeypatch.setattr(keys, 'step_keys', step_keys)
+  rng = np.random.RandomState(0)
+  bank = sampling.make_bank([rng.randn(6, 4).astype(np.float32) for _ in range(3)],
+                            [np.array([1, -1, 1, -1, 1, -1], np.float32)] * 3)
+  objective = methods.get_objective('dlvhd')
+  mesh = parallel.make_mesh()
+  schedule = train.make_schedule(cfg, bank.num_segments)
+  tx, lr_fn = train.make_optimizer(cfg, schedule)
+  graphdef, state = train.init_state(cfg, 4, objective, tx, mesh)
+  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
+  for _ in range(steps):
+    state, _ = step(state, bank, bank)
+  jax.effects_barrier()
+  assert sorted(init_keys) == [0, 1, 2] and len(drawn) == 3 * 3 * steps
+  # The run really starts from these keys: each replica's training key and parameters.
+  for r, (init_key, train_key) in init_keys.items():
+    np.testing.assert_array_equal(np.asarray(jax.device_get(state.key))[r],
+                                  np.asarray(jax.random.key_data(train_key)))
+    want = nnx.split(model_lib.build_model(cfg, 4, objective.heads, init_key))[1]
+    first = jax.tree.leaves(want)[0]
+    assert first.shape == jax.tree.leaves(state.params)[0].shape[1:]
+  used = list(drawn)
+  for init_key, train_key in init_keys.values():
+    stream = nnx.Rngs(params=init_key)  # the keys the initializers receive, in order
+    used += [np.asarray(jax.random.key_data(stream.params())) for _ in range(16)]
+    used += [np.asarray(jax.random.key_data(k)) for k in (init_key, train_key)]
+  return [tuple(k.reshape(-1).tolist()) for k in used]
+
+
+def test_no_key_is_shared_between_seeds_or_purposes(monkeypatch):
+  """Initialization, sampled sets and dropout of seeds 0, 1, 2: all keys distinct. v1's
+  derivation is kept for its old numbers, and this test sees its overlap: seed s's training
+  root is seed s + 1's initialization root, and seed s's first step key, fold_in(key(s + 1),
+  0), is the first key seed s + 1's initializers receive."""
+  used = _keys_of_a_three_seed_run('published', monkeypatch)
+  assert len(set(used)) == len(used)
+  old = _keys_of_a_three_seed_run('v1', monkeypatch)
+  assert len(set(old)) < len(old)

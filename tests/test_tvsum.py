@@ -68,6 +68,29 @@ def test_top5_ap_by_hand():
   assert res['metric'] == 'top5_map' and res['map'] == pytest.approx((17 / 24 + 17 / 48) / 2)
 
 
+def test_top5_ap_counts_a_tie_at_the_cut_in_expectation():
+  ann = np.array([[3, 1, 2, 4, 1, 5, 3, 2]], float)  # positives: segments 0, 3, 5, 6
+  # Segments 4, 5, 6 (labels 0, 1, 1) tie at the 5th place; one of them fits in the list.
+  model = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5, 0.2])
+  # With probability 1/3 the list is [1, 0, 0, 1, 0] (AP 17/24, above); with 2/3 it is
+  # [1, 0, 0, 1, 1]: rank 1 (1/3, 1) adds 1/3; rank 4 (2/3, 1/2) adds 1/3 (1/3 + 1/2) / 2 =
+  # 5/36; rank 5 (1, 3/5) adds 1/3 (1/2 + 3/5) / 2 = 11/60: 59/90. Expected: 727/1080.
+  want = 727 / 1080
+  assert evaluation.top5_average_precision(ann, model) == pytest.approx(want)
+  # The video played backwards: the same segments, the same AP (breaking the tie by segment
+  # index would give 17/24 one way and 59/90 the other).
+  assert evaluation.top5_average_precision(ann[:, ::-1], model[::-1]) == pytest.approx(want)
+  # Ties inside the list and a fully tied video: every order equally likely.
+  flat = np.zeros(8)
+  rng = np.random.RandomState(0)
+  perms = [rng.permutation(8) for _ in range(4000)]
+  mc = np.mean([evaluation.top5_average_precision(ann, -np.argsort(p).astype(float))
+                for p in perms])
+  assert evaluation.top5_average_precision(ann, flat) == pytest.approx(mc, abs=0.01)
+  assert evaluation.top5_average_precision(ann, flat) == pytest.approx(
+      evaluation.top5_average_precision(ann[:, ::-1], flat))
+
+
 def write_tvsum(root, layout: str, rng_seed=0, dim=8):
   """A small TVSum in the official or public layout: 2 categories x 5 videos with I3D-like
   rows (one per 2 s clip) whose first feature carries the annotators' mean score."""
