@@ -225,7 +225,9 @@ class HighlightModel(nnx.Module):
 
 
 def variant_of(cfg) -> str:
-  return check_variant(cfg.model.get('variant', 'v1'))
+  """config.model.variant; a config without the key predates it and was v1."""
+  m = cfg.get('model', None)
+  return check_variant(m.get('variant', 'v1') if m is not None else 'v1')
 
 
 def model_width(cfg, in_dim: int) -> int:

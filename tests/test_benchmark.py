@@ -35,10 +35,11 @@ def test_benchmark_json(tmp_path, method, devices):
   assert res['achieved_tflops'] == pytest.approx(res['train_tflop_per_step'] / res['step_time_s'])
   assert res['mfu'] == pytest.approx(res['achieved_tflops'] / res['peak_tflops'])
   assert 0 < res['mfu'] < 2 and 0 < res['eval_mfu'] < 2
-  # Parameter count of the model: projection + blocks + heads.
+  # Parameter count of the (published) model: projection + blocks (bias-free qkv) + heads
+  # (W/4, W/16).
   w, d, m = 64, 48, 128
-  block = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * m + m) + (m * w + w)
-  head = (w * 1024 + 1024) + (1024 * 256 + 256) + (256 + 1)
+  block = 2 * 2 * w + 3 * w * w + (w * w + w) + (w * m + m) + (m * w + w)
+  head = (w * 16 + 16) + (16 * 4 + 4) + (4 + 1)
   heads = 2 if method == 'dlvhd' else 1
   assert res['params'] == (d * w + w) + 2 * block + heads * head
 

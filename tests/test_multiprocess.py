@@ -186,10 +186,11 @@ def test_cluster_detection(monkeypatch):
 
 def test_scaling_table_arithmetic():
   from app import scaling  # pylint: disable=import-outside-toplevel
-  # width 64, depth 1, DL-VHD's two heads: the model's parameter count written out.
+  # width 64, depth 1, DL-VHD's two heads (published: bias-free qkv, heads W/4, W/16): the
+  # model's parameter count written out.
   w, m = 64, 128
-  block = 2 * w + (w * 3 * w + 3 * w) + (w * w + w) + 2 * w + (w * m + m) + (m * w + w)
-  head = (w * 1024 + 1024) + (1024 * 256 + 256) + (256 + 1)
+  block = 2 * w + w * 3 * w + (w * w + w) + 2 * w + (w * m + m) + (m * w + w)
+  head = (w * 16 + 16) + (16 * 4 + 4) + (4 + 1)
   assert scaling.parameter_bytes(w, depth=1) == 4 * (block + 2 * head)
   assert scaling.ring_seconds(8e9, 1, 1e9) == 0.0
   np.testing.assert_allclose(scaling.ring_seconds(8e9, 4, 1e9), 2 * 3 / 4 * 8)

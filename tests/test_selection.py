@@ -96,12 +96,13 @@ def test_a_vectorized_hyperparameter_is_chosen_on_source_validation(tmp_path, ro
   assert res['selected_value'] == [0.05, 0.5][pick]
   assert res['map'] == per_value[pick]['map'] and res['source_val_map'] == per_value[pick]['source_val_map']
   assert [p['seed'] for p in res['per_seed']] == [0, 1] and res['num_seeds'] == 2
-  # The values trained differently (the same seeds, so any difference is the value's).
-  assert per_value[0]['per_seed'][0]['per_video_ap'] != per_value[1]['per_seed'][0]['per_video_ap']
   evals = [json.loads(x) for x in (wd / 'metrics.jsonl').read_text().splitlines()]
   assert all(len(x['source_val_map_per_seed']) == 6 for x in evals if 'source_val_map' in x)
   # test_scores.npz rows are the replicas (value-major); predict averages the chosen value's.
   scores = np.load(wd / 'test_scores.npz')
+  # The values trained differently (the same seeds, so any difference is the value's): seed 0
+  # of value 0 against seed 0 of value 1 (APs of 3 short videos can tie; scores cannot).
+  assert any(np.abs(scores[v][0] - scores[v][2]).max() > 1e-6 for v in scores.files)
   det = HighlightDetector.from_workdir(str(wd))
   vid = sorted(scores.files)[0]
   feats = np.load(f'{root}/video_features/{vid}_rgb.npy'), np.load(f'{root}/video_features/{vid}_opt.npy')
