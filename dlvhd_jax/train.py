@@ -370,6 +370,23 @@ class StopSignals:
     return False
 
 
+FAULT_ENV = 'DLVHD_INJECT_FAULT'
+
+
+def injected_fault() -> tuple[int, int] | None:
+  """(signal, step) from DLVHD_INJECT_FAULT=SIGKILL@25 or SIGTERM@25: the loop sends itself
+  that signal once the dispatch that reaches the step returns (tests kill runs at an exact
+  step instead of on a timer). None when unset."""
+  text = os.environ.get(FAULT_ENV, '')
+  if not text:
+    return None
+  name, _, at = text.partition('@')
+  if name not in ('SIGKILL', 'SIGTERM', 'SIGINT') or not at.isdigit():
+    raise UserInputError(f'{FAULT_ENV}={text!r}: use SIGKILL@<step>, SIGTERM@<step> or '
+                         'SIGINT@<step>')
+  return int(getattr(signal, name)), int(at)
+
+
 @jax.jit
 def _tree_is_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
@@ -477,6 +494,7 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
   bar = tqdm(total=total, initial=step, desc=f'train {cfg.method}', unit='step',
              disable=not (show_progress and is_primary()), dynamic_ncols=True)
   pending, t_last, step_last = [], time.perf_counter(), step
+  fault = injected_fault()
 
   def diverged(what: str) -> NonFiniteError:
     ckpt.wait()
@@ -495,6 +513,8 @@ def _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn
       pending.append(metrics)
       prev, step = step, step + n
       bar.update(n)
+      if fault is not None and prev < fault[1] <= step:
+        os.kill(os.getpid(), fault[0])
       # A signal to any process stops all of them at this same step (each saves its part of
       # the checkpoint), so the same command resumes exactly.
       stopping = distributed.stop_agreed(prev, step, stop.received is not None)

@@ -246,3 +246,16 @@ def test_library_does_not_import_the_application_or_the_pipelines():
   # No objectives <-> baselines cycle: the registry (methods.py) imports both.
   assert not [m for m in _imports(os.path.join(REPO, 'dlvhd_jax', 'objectives.py'))
               if 'baselines' in m or 'methods' in m]
+
+
+def test_fault_injection_setting_is_parsed_or_refused(monkeypatch):
+  import signal  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  monkeypatch.delenv(train.FAULT_ENV, raising=False)
+  assert train.injected_fault() is None
+  monkeypatch.setenv(train.FAULT_ENV, 'SIGTERM@15')
+  assert train.injected_fault() == (int(signal.SIGTERM), 15)
+  for bad in ('SIGTERM', 'SIGHUP@3', 'SIGKILL@x'):
+    monkeypatch.setenv(train.FAULT_ENV, bad)
+    with pytest.raises(UserInputError, match='DLVHD_INJECT_FAULT'):
+      train.injected_fault()
