@@ -22,16 +22,17 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start_processes(args, num_processes: int, devices_each: int, env=None):
-  """Starts `num_processes` launch.py processes of one run on 127.0.0.1 -> their Popens."""
+def start_processes(args, num_processes: int, devices_each: int, env=None, env_of=None):
+  """Starts `num_processes` launch.py processes of one run on 127.0.0.1 -> their Popens.
+  `env_of`: {process id: extra environment of that process only}."""
   port = free_port()
   e = dict(os.environ, PYTHONPATH=REPO, **(env or {}),
            XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
   return [subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args,
        f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
-       f'--process_id={i}'], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(num_processes)]
+       f'--process_id={i}'], cwd=REPO, env={**e, **(env_of or {}).get(i, {})},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
 
 
 def finish(procs, timeout: float = 300):
@@ -115,26 +116,18 @@ def test_partial_distributed_flags_are_one_line(tmp_path, root):
   assert r.returncode == 2 and r.stderr.strip().startswith('error: --coordinator_address')
 
 
-def _wait_for_metrics(wd, procs, timeout=120):
-  t0 = time.time()
-  while not (wd / 'metrics.jsonl').is_file():
-    assert all(p.poll() is None for p in procs), 'a process ended before training'
-    assert time.time() - t0 < timeout, 'training did not start'
-    time.sleep(0.1)
-
-
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root):
   """Also FSDP across processes: the 2 x 2 run shards its parameters 4 ways (mesh.fsdp=4) and
-  ends where the replicated 1 x 4 run does."""
-  kw = {'train.num_steps': 50, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
+  ends where the replicated 1 x 4 run does. Process 1 sends itself SIGTERM after step 10
+  (DLVHD_INJECT_FAULT)."""
+  kw = {'train.num_steps': 24, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
         'train.checkpoint_every_steps': 1000}
   ref = run_launch(_args(root, tmp_path / 'ref', **kw), devices=4)
   assert ref.returncode == 0, ref.stderr[-3000:]
   wd = tmp_path / 'term'
   kw['mesh.fsdp'] = 4
-  procs = start_processes(_args(root, wd, **kw), 2, 2)
-  _wait_for_metrics(wd, procs)
-  procs[1].send_signal(signal.SIGTERM)
+  procs = start_processes(_args(root, wd, **kw), 2, 2,
+                          env_of={1: {'DLVHD_INJECT_FAULT': 'SIGTERM@10'}})
   runs = finish(procs, 120)
   steps = set()
   for code, _, err in runs:
@@ -142,12 +135,12 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_p
     line = [l for l in err.splitlines() if l.startswith('preempted')][-1]
     steps.add(int(re.fullmatch(r'preempted at step (\d+); rerun the same command to resume', line)[1]))
   (step,) = steps  # both processes stopped after the same step
-  assert 0 < step < 50 and sorted(os.listdir(wd / 'checkpoints')) == [str(step)]
+  assert 10 <= step < 24 and sorted(os.listdir(wd / 'checkpoints')) == [str(step)]
   assert not (wd / 'results.json').exists()
   for code, _, err in launch_processes(_args(root, wd, **kw), 2, 2):
     assert code == 0, err[-3000:]
   a, b = (json.loads((d / 'results.json').read_text()) for d in (tmp_path / 'ref', wd))
-  assert b['steps'] == 50
+  assert b['steps'] == 24
   np.testing.assert_allclose(b['map'], a['map'], rtol=1e-4)
   sa, sb = np.load(tmp_path / 'ref' / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
   for vid in sa.files:
@@ -158,10 +151,10 @@ def test_a_process_that_dies_stops_the_others_within_the_heartbeat_timeout(tmp_p
   wd = tmp_path / 'dies'
   procs = start_processes(_args(root, wd, **{'train.num_steps': 5000, 'train.steps_per_dispatch': 1,
                                              'train.log_every_steps': 2}), 2, 2,
-                          env={'DLVHD_HEARTBEAT_TIMEOUT_S': '3'})
-  _wait_for_metrics(wd, procs)
-  t0 = time.time()
-  procs[1].kill()
+                          env={'DLVHD_HEARTBEAT_TIMEOUT_S': '3'},
+                          env_of={1: {'DLVHD_INJECT_FAULT': 'SIGKILL@4'}})
+  assert procs[1].wait(timeout=300) == -signal.SIGKILL
+  t0 = time.time()  # process 1 is gone from here on
   (code, _, err), _ = finish(procs, 60)
   assert code != 0 and time.time() - t0 < 60
   assert 'stopped sending heartbeats' in err, err[-2000:]
