@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlvhd_jax.errors import UserInputError
-from dlvhd_jax import evaluation, files, methods, model as model_lib, parallel, sampling, train
+from dlvhd_jax import evaluation, files, methods, model as model_lib, parallel, sampling
+from dlvhd_jax import optimizer, replica_axis, train_step
 
 
 def measure_matmul_peak(dtype, mesh, size: int | None = None, reps: int = 10) -> float:
@@ -97,11 +98,11 @@ def run(cfg, workdir: str) -> dict:
   if b.num_steps < k:
     raise UserInputError(f'benchmark.num_steps={b.num_steps} is below train.steps_per_dispatch={k}')
 
-  schedule = train.make_schedule(cfg, source.num_segments)
-  tx, lr_fn = train.make_optimizer(cfg, schedule)
-  graphdef, state = train.init_state(cfg, dim, objective, tx, mesh)
+  schedule = optimizer.make_schedule(cfg, source.num_segments)
+  tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
+  graphdef, state = train_step.init_state(cfg, dim, objective, tx, mesh)
   state_bytes = parallel.bytes_per_device((state.params, state.opt_state))
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, batch, k,
+  step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, batch, k,
                                state_sharding=jax.tree.map(lambda x: x.sharding, state))
   rep = parallel.replicated(mesh)
   src, tgt = jax.device_put(source, rep), jax.device_put(target, rep)
@@ -129,7 +130,7 @@ def run(cfg, workdir: str) -> dict:
   flops = lambda heads: model_lib.train_flops_per_set(
       n, dim, width, m.depth, m.mlp_ratio * width, hidden, heads, m.use_encoder)
   encoder_passes, head_passes = objective.passes
-  r = train.num_seeds(cfg)
+  r = replica_axis.num_seeds(cfg)
   step_flops = (flops(0) * encoder_passes + (flops(1) - flops(0)) * head_passes) * batch * r
   peak = measure_matmul_peak(dtype, mesh)
   params = int(sum(x.size for x in jax.tree.leaves(state.params))) // r

@@ -24,7 +24,8 @@ import numpy as np
 
 from app.highlights import Prediction, merge_top, num_top
 from data_pipelines import normalize, video
-from dlvhd_jax import evaluation, methods, parallel, train
+from dlvhd_jax import evaluation, methods, parallel
+from dlvhd_jax import optimizer, replica_axis, train_step
 from dlvhd_jax.checkpoint import Checkpointer
 from dlvhd_jax.errors import UserInputError
 
@@ -79,7 +80,7 @@ class HighlightDetector:
     self.workdir, self.cfg, self.step, self.in_dim = workdir, cfg, step, in_dim
     self.record, self._normalize, self._weights = record, normalizer, weights
     self.objective = methods.get_objective(cfg.method)
-    self.num_seeds = train.num_seeds(cfg)
+    self.num_seeds = replica_axis.num_seeds(cfg)
     self._graphdef, self._params = graphdef, params
     self._mesh = parallel.make_mesh()
     self._logit_fn = evaluation.make_logit_fn(graphdef, tuple(self.objective.eval_heads),
@@ -102,14 +103,14 @@ class HighlightDetector:
         raise UserInputError(f'no checkpoint in {ckpt_dir}: train the run first (--mode=train)')
       in_dim = int(ckpt.saved_fingerprint(step)['resolved.feature_dim'])
       mesh = parallel.make_mesh()
-      tx, _ = train.make_optimizer(cfg, train.make_schedule(cfg, 1))
-      graphdef, like = train.init_state(cfg, in_dim, objective, tx, mesh)
+      tx, _ = optimizer.make_optimizer(cfg, optimizer.make_schedule(cfg, 1))
+      graphdef, like = train_step.init_state(cfg, in_dim, objective, tx, mesh)
       state = ckpt.restore(like, step)
     finally:
       ckpt.close()
     record = _read_record(workdir, cfg, in_dim)
     # A config.vary run predicts with the seeds of its value chosen on source validation.
-    return cls(workdir, cfg, graphdef, train.chosen_params(cfg, state),
+    return cls(workdir, cfg, graphdef, train_step.chosen_params(cfg, state),
                int(step), in_dim, record, _normalizer(workdir, record), weights)
 
   # ------------------------------------------------------------------------- features

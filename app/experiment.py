@@ -21,6 +21,7 @@ import numpy as np
 from app import config_checks, detector
 from data_pipelines import datasets, normalize, synthetic
 from dlvhd_jax import distributed, evaluation, hparams, methods, parallel, sampling, train
+from dlvhd_jax import optimizer, replica_axis, train_step
 from dlvhd_jax import model as model_lib
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
@@ -130,7 +131,7 @@ def validator_factory(cfg, objective, mesh, videos):
   None without validation videos or evaluations."""
   if not videos or int(cfg.eval.get('every_steps', 0)) <= 0:
     return None
-  replicas = train.num_replicas(cfg) > 1
+  replicas = replica_axis.num_replicas(cfg) > 1
   metric = metric_of(cfg)
   feats, labels = [v.features for v in videos], eval_labels(videos, metric)
   vids = [v.vid for v in videos]
@@ -150,9 +151,9 @@ def validator_factory(cfg, objective, mesh, videos):
 
 def split_replicas(cfg, scores: list[np.ndarray]) -> list[list[np.ndarray]]:
   """evaluation.predict's per-video [replicas, T] scores -> one list of [T] per replica."""
-  if train.num_replicas(cfg) == 1:
+  if replica_axis.num_replicas(cfg) == 1:
     return [scores]
-  return [[s[r] for s in scores] for r in range(train.num_replicas(cfg))]
+  return [[s[r] for s in scores] for r in range(replica_axis.num_replicas(cfg))]
 
 
 def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, best_step=None,
@@ -162,9 +163,9 @@ def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, be
   the best mean source-validation mAP (`best_val`, label-free) among those none of whose seeds
   diverged (`diverged` [replicas] bool) is `selected_value`, and its seeds' numbers are the
   run's own (`map`, `per_seed`, ...)."""
-  groups = train.value_groups(cfg)
+  groups = replica_axis.value_groups(cfg)
   values = hparams.values(cfg)
-  seeds = train.seeds(cfg)
+  seeds = replica_axis.seeds(cfg)
   diverged = np.zeros(len(per_replica), bool) if diverged is None else np.asarray(diverged)
   summaries = []
   for g, value in zip(groups, values):
@@ -179,7 +180,7 @@ def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, be
     summaries.append(summary)
   if values == (None,):
     return summaries[0]
-  pick = train.selected_group(cfg, np.where(diverged, -np.inf, np.asarray(best_val).reshape(-1)))
+  pick = replica_axis.selected_group(cfg, np.where(diverged, -np.inf, np.asarray(best_val).reshape(-1)))
   out = dict(summaries[pick])
   out.update({
       'vary_key': hparams.key(cfg),
@@ -223,28 +224,28 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
   else:
     graphdef, state = train.restore_for_eval(cfg, workdir, data.feature_dim, objective, mesh,
                                              source.num_segments, data_facts=facts)
-    record_config(workdir, cfg, mode, train.current_step(state))
+    record_config(workdir, cfg, mode, train_step.current_step(state))
   t_train = time.perf_counter() - t0
   vids = [v.vid for v in data.target_test]
-  seeds = train.seeds(cfg)
-  replicas = train.num_replicas(cfg) > 1
-  scores = evaluation.predict(graphdef, train.eval_params(cfg, state),
+  seeds = replica_axis.seeds(cfg)
+  replicas = replica_axis.num_replicas(cfg) > 1
+  scores = evaluation.predict(graphdef, train_step.eval_params(cfg, state),
                               [v.features for v in data.target_test], objective.eval_heads, cfg,
                               mesh, replicas=replicas)
   per_replica = split_replicas(cfg, scores)
   # Only a config.vary run gets here with diverged replicas (their value is left out).
-  diverged = train.diverged_replicas(cfg, state)
+  diverged = train_step.diverged_replicas(cfg, state)
   for sc, out in zip(per_replica, diverged):
     if not out:
       check_scores(sc, vids, workdir)
   metric = metric_of(cfg)
   test_labels = eval_labels(data.target_test, metric)
-  selects = train.selects_best(cfg)
+  selects = train_step.selects_best(cfg)
   best_val = np.asarray(jax.device_get(state.best_val)) if selects else None
   best_step = np.asarray(jax.device_get(state.best_step)) if selects else None
   results = summarize_replicas(cfg, vids, test_labels, per_replica, metric, best_val, best_step,
                                diverged)
-  schedule = train.make_schedule(cfg, source.num_segments)
+  schedule = optimizer.make_schedule(cfg, source.num_segments)
   results.update({
       'method': cfg.method,
       'source_category': cfg.data.source_category,
@@ -255,7 +256,7 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'split': cfg.data.split,
       'edge_rule': cfg.eval.edge_rule,
       'seeds': seeds,
-      'steps': train.current_step(state),
+      'steps': train_step.current_step(state),
       'total_steps': schedule.total_steps,
       'steps_per_epoch': schedule.steps_per_epoch,
       'skipped_updates': int(np.sum(jax.device_get(state.skipped_updates))),
@@ -269,12 +270,12 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'train_wall_s': round(t_train, 2) if mode == 'train' else None,
       'wall_s': round(time.perf_counter() - t0, 2),
   })
-  if train.selects_best(cfg):
+  if train_step.selects_best(cfg):
     # The final parameters too, for the record (never used to choose anything).
     last = evaluation.predict(graphdef, state.params, [v.features for v in data.target_test],
                               objective.eval_heads, cfg, mesh, replicas=replicas)
     last = split_replicas(cfg, last)
-    chosen = train.value_groups(cfg)[train.selected_group(
+    chosen = replica_axis.value_groups(cfg)[replica_axis.selected_group(
         cfg, np.where(diverged, -np.inf, best_val.reshape(-1)))]
     summary = evaluation.summarize_seeds(vids, test_labels, [last[i] for i in chosen], seeds,
                                          metric)

@@ -210,7 +210,7 @@ def _revgrad_loss(model, batch: SetBatch, key, cfg, coeff=1.0):
 
 
 def _total_steps(cfg, total_steps):
-  # train.make_train_step may pass the schedule's total; otherwise only an explicit
+  # train_step.make_train_step may pass the schedule's total; otherwise only an explicit
   # train.num_steps is known here, and without it the reversal runs at full strength.
   if total_steps:
     return total_steps

@@ -15,7 +15,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import base  # noqa: E402
-from dlvhd_jax import methods, parallel, sampling, train  # noqa: E402
+from dlvhd_jax import methods, parallel, sampling  # noqa: E402
+from dlvhd_jax import optimizer, replica_axis, train_step
 
 
 def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple, fsdp: int = 1):
@@ -41,11 +42,11 @@ def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple,
 
 def main(out_path: str, method: str, steps_per_dispatch: int, fsdp: int = 1):
   cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8), fsdp)
-  schedule = train.make_schedule(cfg, src.num_segments)
-  tx, lr_fn = train.make_optimizer(cfg, schedule)
-  graphdef, state = train.init_state(cfg, 12, objective, tx, mesh)
+  schedule = optimizer.make_schedule(cfg, src.num_segments)
+  tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
+  graphdef, state = train_step.init_state(cfg, 12, objective, tx, mesh)
   layout = jax.tree.map(lambda x: x.sharding, state)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch,
+  step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch,
                                state_sharding=layout)
   state_bytes = parallel.bytes_per_device((state.params, state.opt_state))
   losses = []
@@ -65,15 +66,15 @@ def _probe_runs(cfg, feats, src, tgt, objective, mesh, seed_list):
   (losses [4, replicas], parameter leaves, scores [(replicas,) T])."""
   from dlvhd_jax import evaluation  # pylint: disable=import-outside-toplevel
   c = cfg.copy_and_resolve_references()
-  replicas = train.num_replicas(c) > 1
-  schedule = train.make_schedule(c, src.num_segments)
-  tx, lr_fn = train.make_optimizer(c, schedule)
+  replicas = replica_axis.num_replicas(c) > 1
+  schedule = optimizer.make_schedule(c, src.num_segments)
+  tx, lr_fn = optimizer.make_optimizer(c, schedule)
   step, logit_fn, out = None, None, []
   for seed_ in seed_list:
     c.seed = seed_
-    graphdef, state = train.init_state(c, 12, objective, tx, mesh)
+    graphdef, state = train_step.init_state(c, 12, objective, tx, mesh)
     if step is None:
-      step = train.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
+      step = train_step.make_train_step(graphdef, tx, lr_fn, objective, c, mesh, 8, 2, 4)
       logit_fn = evaluation.make_logit_fn(graphdef, objective.eval_heads, mesh, replicas)
     losses = []
     for _ in range(2):

@@ -1,12 +1,13 @@
 """UDA baselines: each domain term against numpy from its definition, MCD's phases, and a
-few real train steps of every baseline through train.make_train_step."""
+few real train steps of every baseline through train_step.make_train_step."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import base
-from dlvhd_jax import baselines, methods, objectives, parallel, sampling, train
+from dlvhd_jax import baselines, methods, objectives, parallel, sampling
+from dlvhd_jax import optimizer, train_step
 
 
 def _np_mmd(x, y, num_kernels=5, kernel_mul=2.0):
@@ -141,9 +142,9 @@ def _setup(method, banks):
   cfg = _tiny_cfg(method)
   objective = methods.get_objective(method)
   mesh = parallel.make_mesh()
-  schedule = train.make_schedule(cfg, banks[0].num_segments)
-  tx, lr_fn = train.make_optimizer(cfg, schedule)
-  graphdef, state = train.init_state(cfg, DIM, objective, tx, mesh)
+  schedule = optimizer.make_schedule(cfg, banks[0].num_segments)
+  tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
+  graphdef, state = train_step.init_state(cfg, DIM, objective, tx, mesh)
   return cfg, objective, mesh, tx, lr_fn, graphdef, state
 
 
@@ -152,7 +153,7 @@ def test_baseline_trains_through_the_core_step(method, banks):
   cfg, objective, mesh, tx, lr_fn, graphdef, state = _setup(method, banks)
   assert objective.uses_target and 'score' in objective.heads
   before = jax.device_get(state.params)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 4, steps_per_dispatch=3)
+  step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 4, steps_per_dispatch=3)
   metrics = []
   for _ in range(2):
     state, m = step(state, *banks)

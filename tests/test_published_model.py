@@ -17,7 +17,8 @@ import pytest
 from flax import nnx
 
 from configs import base
-from dlvhd_jax import losses, model as model_lib, train
+from dlvhd_jax import losses, model as model_lib
+from dlvhd_jax import optimizer
 
 torch = pytest.importorskip('torch')
 nn = torch.nn
@@ -227,8 +228,8 @@ def test_published_step_decay_comes_one_epoch_early():
   """torch's StepLR stepped at each epoch's start: epoch e trains at 0.1^((e + 1) // 20)."""
   for variant, first_decay_epoch in (('published', 19), ('v1', 20)):
     cfg = config(variant)
-    schedule = train.make_schedule(cfg, num_source_segments=10)  # 10 steps per epoch
-    _, lr = train.make_optimizer(cfg, schedule)
+    schedule = optimizer.make_schedule(cfg, num_source_segments=10)  # 10 steps per epoch
+    _, lr = optimizer.make_optimizer(cfg, schedule)
     epochs = np.array([float(lr(e * 10)) for e in range(50)])
     assert np.argmax(epochs < 1e-3 * 0.5) == first_decay_epoch, variant
     assert np.isclose(epochs[-1], 1e-5)

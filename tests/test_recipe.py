@@ -9,7 +9,8 @@ import pytest
 
 from conftest import tiny_overrides
 from data_pipelines import normalize, synthetic, youtube_highlights
-from dlvhd_jax import losses, train
+from dlvhd_jax import losses
+from dlvhd_jax import optimizer
 from test_losses import np_set_kl, random_sets
 
 
@@ -37,8 +38,8 @@ def _cfg(**train_kw):
                                          ('constant', 5)])
 def test_learning_rate_schedules(kind, warmup):
   cfg = _cfg(lr_schedule=kind, warmup_steps=warmup)
-  schedule = train.make_schedule(cfg, num_source_segments=400)  # decay every 40 steps
-  lr = train.make_lr(cfg, schedule)
+  schedule = optimizer.make_schedule(cfg, num_source_segments=400)  # decay every 40 steps
+  lr = optimizer.make_lr(cfg, schedule)
   for step in (0, 3, 9, 10, 11, 39, 45, 60, 99, 100):
     if step < warmup:
       want = 0.2 * step / warmup
@@ -52,7 +53,7 @@ def test_learning_rate_schedules(kind, warmup):
 
 def test_adamw_steps_match_numpy():
   cfg = _cfg(optimizer='adamw', lr_schedule='constant', learning_rate=0.01, momentum=0.8)
-  tx, _ = train.make_optimizer(cfg, train.make_schedule(cfg, 400))
+  tx, _ = optimizer.make_optimizer(cfg, optimizer.make_schedule(cfg, 400))
   rng = np.random.RandomState(0)
   p = rng.randn(5).astype(np.float32)
   grads = [rng.randn(5).astype(np.float32) for _ in range(3)]

@@ -15,6 +15,7 @@ from configs import base
 from conftest import REPO, tiny_overrides
 from data_pipelines import synthetic
 from dlvhd_jax import evaluation, methods, parallel, sampling, train
+from dlvhd_jax import optimizer, train_step
 from dlvhd_jax.errors import NonFiniteError
 
 
@@ -59,10 +60,10 @@ def test_step_refuses_a_nonfinite_update_and_counts_it():
   bad = sampling.make_bank([np.full_like(f, np.nan) for f in feats], labels)
   objective = methods.get_objective('sl')
   mesh = parallel.make_mesh()
-  schedule = train.make_schedule(cfg, good.num_segments)
-  tx, lr_fn = train.make_optimizer(cfg, schedule)
-  graphdef, state = train.init_state(cfg, 4, objective, tx, mesh)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
+  schedule = optimizer.make_schedule(cfg, good.num_segments)
+  tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
+  graphdef, state = train_step.init_state(cfg, 4, objective, tx, mesh)
+  step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
   before = jax.device_get(state)
   state, m = step(state, bad, bad)
   after = jax.device_get(state)

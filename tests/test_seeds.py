@@ -143,7 +143,8 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
   and loss keys recorded at run time from inside the compiled, vmapped step."""
   from configs import base  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from dlvhd_jax import keys, methods, model as model_lib, parallel, sampling, train  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import keys, methods, model as model_lib, parallel, sampling  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import optimizer, train_step
   cfg = base.get_base_config()
   cfg.model.variant = variant
   cfg.model.width, cfg.model.depth, cfg.model.num_heads, cfg.model.head_dims = 8, 1, 2, (8,)
@@ -169,10 +170,10 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
                             [np.array([1, -1, 1, -1, 1, -1], np.float32)] * 3)
   objective = methods.get_objective('dlvhd')
   mesh = parallel.make_mesh()
-  schedule = train.make_schedule(cfg, bank.num_segments)
-  tx, lr_fn = train.make_optimizer(cfg, schedule)
-  graphdef, state = train.init_state(cfg, 4, objective, tx, mesh)
-  step = train.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
+  schedule = optimizer.make_schedule(cfg, bank.num_segments)
+  tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
+  graphdef, state = train_step.init_state(cfg, 4, objective, tx, mesh)
+  step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
   for _ in range(steps):
     state, _ = step(state, bank, bank)
   jax.effects_barrier()

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import tiny_overrides
 from data_pipelines import synthetic, youtube_highlights
-from dlvhd_jax import train
+from dlvhd_jax import train_step
 
 
 @pytest.fixture(scope='module')
@@ -19,10 +19,10 @@ def root(tmp_path_factory):
 
 def test_keep_best_selects_per_seed():
   params = {'w': jnp.arange(6.0).reshape(3, 2)}
-  state = train.TrainState(params, (), jnp.zeros(3, jnp.int32), jnp.zeros((3, 2), jnp.uint32),
+  state = train_step.TrainState(params, (), jnp.zeros(3, jnp.int32), jnp.zeros((3, 2), jnp.uint32),
                            jnp.zeros(3, jnp.int32), best_params={'w': jnp.zeros((3, 2))},
                            best_val=jnp.array([0.5, 0.7, -jnp.inf]), best_step=jnp.zeros(3, jnp.int32))
-  new = train.keep_best(state, jnp.array([0.6, 0.7, 0.1]), jnp.int32(9))
+  new = train_step.keep_best(state, jnp.array([0.6, 0.7, 0.1]), jnp.int32(9))
   np.testing.assert_array_equal(new.best_params['w'], [[0, 1], [0, 0], [4, 5]])
   np.testing.assert_allclose(new.best_val, [0.6, 0.7, 0.1], rtol=1e-6)  # a tie keeps the earlier one
   np.testing.assert_array_equal(new.best_step, [9, 0, 9])
