@@ -11,8 +11,10 @@ the real on-device sampling runs inside the timed step. FLOPs are analytic
   train step = 3 x forward of the objective's `passes`: B-set groups through the encoder and
   through one head (DL-VHD: 3B sets encoded, 4B sets scored by a head).
 
-MFU = achieved FLOP/s / peak, with the peak measured on the spot: a large matmul in the
-compute dtype on the same devices.
+`mfu` = achieved FLOP/s / peak, with the peak measured on the spot: a large matmul in the
+compute dtype on the same devices. `mfu_rated` = achieved FLOP/s / the device's rated dense
+peak for the compute dtype (app/rated_peaks.py; null with `rated_peak_note` saying why, e.g.
+on CPUs), the number MaxText and the scaling literature report.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from app import rated_peaks
 from dlvhd_jax.errors import UserInputError
 from dlvhd_jax import evaluation, files, methods, model as model_lib, parallel, sampling
 from dlvhd_jax import optimizer, replica_axis, train_step
@@ -157,6 +160,9 @@ def run(cfg, workdir: str) -> dict:
   eval_flops = model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
                                              hidden, len(objective.eval_heads),
                                              m.use_encoder) / 3.0 * n_windows * r
+  rated, rated_note = rated_peaks.rated_peak(jax.devices()[0].platform,
+                                             jax.devices()[0].device_kind, cfg.model.dtype)
+  rated = None if rated is None else rated * ndev
   result = {
       'method': cfg.method,
       'step_time_s': step_time,
@@ -169,9 +175,13 @@ def run(cfg, workdir: str) -> dict:
       'achieved_tflops': step_flops / step_time / 1e12,
       'peak_tflops': peak / 1e12,
       'mfu': step_flops / step_time / peak,
+      'rated_peak_tflops': None if rated is None else rated / 1e12,
+      'mfu_rated': None if rated is None else step_flops / step_time / rated,
+      'rated_peak_note': rated_note,
       'compile_s': compile_s,
       'eval_windows_per_s': n_windows * r / eval_time,
       'eval_mfu': eval_flops / eval_time / peak,
+      'eval_mfu_rated': None if rated is None else eval_flops / eval_time / rated,
       'devices': ndev,
       'fsdp': mesh.shape[parallel.FSDP_AXIS],
       # Parameters + optimizer state held by one device (all seeds): 1/fsdp of the

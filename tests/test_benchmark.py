@@ -35,6 +35,9 @@ def test_benchmark_json(tmp_path, method, devices):
   assert res['achieved_tflops'] == pytest.approx(res['train_tflop_per_step'] / res['step_time_s'])
   assert res['mfu'] == pytest.approx(res['achieved_tflops'] / res['peak_tflops'])
   assert 0 < res['mfu'] < 2 and 0 < res['eval_mfu'] < 2
+  # No rated peak for a CPU: null, with the reason.
+  assert res['mfu_rated'] is None and res['rated_peak_tflops'] is None
+  assert 'CPU' in res['rated_peak_note']
   # Parameter count of the (published) model: projection + blocks (bias-free qkv) + heads
   # (W/4, W/16).
   w, d, m = 64, 48, 128
@@ -49,3 +52,18 @@ def test_flop_count_of_the_paper_size_step():
   w, n = 4096, 20
   per_token_fwd = 5 * (8 * w * w + 4 * w * 2 * w + 4 * n * w) + 2 * (2 * (w * 1024 + 1024 * 256 + 256))
   assert train_flops_per_set(n, w, w, 5, 2 * w, (1024, 256), 2, True) == 3 * n * per_token_fwd
+
+
+def test_rated_peaks_of_common_accelerators():
+  from app.rated_peaks import rated_peak  # pylint: disable=g-import-not-at-top
+  assert rated_peak('gpu', 'NVIDIA H200', 'bfloat16')[0] == pytest.approx(989.4e12)
+  assert rated_peak('gpu', 'NVIDIA H100 PCIe', 'bfloat16')[0] == pytest.approx(756e12)
+  assert rated_peak('gpu', 'NVIDIA H100 80GB HBM3', 'float32')[0] == pytest.approx(494.7e12)
+  assert rated_peak('gpu', 'NVIDIA A100-SXM4-80GB', 'bfloat16')[0] == pytest.approx(312e12)
+  assert rated_peak('tpu', 'TPU v5 lite', 'bfloat16')[0] == pytest.approx(197e12)
+  assert rated_peak('tpu', 'TPU v5', 'bfloat16')[0] == pytest.approx(459e12)
+  assert rated_peak('tpu', 'TPU v6 lite', 'bfloat16')[0] == pytest.approx(918e12)
+  peak, why = rated_peak('tpu', 'TPU v4', 'float32')
+  assert peak is None and 'float32' in why
+  peak, why = rated_peak('gpu', 'Some Future GPU', 'bfloat16')
+  assert peak is None and 'unknown' in why
