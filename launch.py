@@ -135,6 +135,8 @@ def main(argv) -> int:
     print(f'error: {e}', file=sys.stderr)
     return e.exit_code
   from app import cli  # pylint: disable=g-import-not-at-top
+  from dlvhd_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(cfg.get('compile_cache_dir', compile_cache.DEFAULT))
   workdir = fv.workdir or cli.default_workdir(cfg)
   try:
     return cli.dispatch(cfg, workdir, fv.mode, fv.progress)

@@ -14,6 +14,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # R independently seeded models (seeds seed .. seed+R-1) trained and evaluated as one
   # vectorized program; results.json reports their mean, spread and 95% interval.
   c.num_seeds = 1
+  # JAX's persistent compilation cache, shared by every mode (train, eval, sweep, benchmark,
+  # extract, predict): a second launch loads its compiled programs. '' = off.
+  c.compile_cache_dir = '~/.cache/dlvhd-jax/jax-compile'
   c.compare_methods = ()  # several methods on the same data, one sub-workdir each
   # A vectorized axis over one scalar hyper-parameter (dlvhd_jax/hparams.py: the learning
   # rate, lambda, tau or a UDA weight): every value trains the num_seeds seeds in the same

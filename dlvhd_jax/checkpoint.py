@@ -26,7 +26,7 @@ from dlvhd_jax.errors import UserInputError
 
 # Config keys (and groups) that may differ between the runs of one workdir: they change how a
 # run logs, saves, dispatches or evaluates, not what the state means or how training goes on.
-RESUME_SAFE = ('name', 'compare_methods', 'data.root', 'data.source', 'data.tfds_data_dir', 'train.log_every_steps',
+RESUME_SAFE = ('name', 'compare_methods', 'compile_cache_dir', 'data.root', 'data.source', 'data.tfds_data_dir', 'train.log_every_steps',
                'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.transfer_guard',
                'train.steps_per_dispatch', 'model.remat', 'eval.edge_rule', 'eval.batch_size',
                'benchmark', 'sweep', 'uda', 'mesh', 'predict')

@@ -31,3 +31,29 @@ def test_fit_compiles_once_and_makes_no_implicit_transfers(tmp_path, caplog):
   compiles = [r.getMessage() for r in caplog.records
               if 'Compiling' in r.getMessage() and 'multi_step' in r.getMessage()]
   assert len(compiles) == 1, compiles
+
+
+def test_persistent_compile_cache_is_written_then_reused(tmp_path):
+  """A second process compiling the same program finds it in the cache folder (no new entry,
+  same result); '' turns the cache off."""
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from conftest import REPO  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import compile_cache  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / 'cache'
+  script = ('import jax, jax.numpy as jnp; from dlvhd_jax import compile_cache; '
+            f'print(compile_cache.enable({str(folder)!r}, min_compile_seconds=0.0)); '
+            'print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 32)))))')
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  runs = []
+  for _ in range(2):
+    proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs.append((proc.stdout.split(), sorted(p.name for p in folder.iterdir())))
+  (first_out, first_files), (second_out, second_files) = runs
+  assert first_out[0] == str(folder) and first_files, 'nothing was cached'
+  assert second_files == first_files and second_out == first_out
+  assert compile_cache.resolve('~/x') == os.path.expanduser('~/x')
+  assert compile_cache.resolve('') == ''
