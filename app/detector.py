@@ -104,7 +104,7 @@ class HighlightDetector:
       in_dim = int(ckpt.saved_fingerprint(step)['resolved.feature_dim'])
       mesh = parallel.make_mesh()
       tx, _ = optimizer.make_optimizer(cfg, optimizer.make_schedule(cfg, 1))
-      graphdef, like = train_step.init_state(cfg, in_dim, objective, tx, mesh)
+      graphdef, like = train_step.init_state(cfg, in_dim, objective, tx, mesh, abstract=True)
       state = ckpt.restore(like, step)
     finally:
       ckpt.close()

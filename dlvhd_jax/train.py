@@ -164,11 +164,13 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
   """
   schedule = make_schedule(cfg, source.num_segments)
   tx, lr_fn = make_optimizer(cfg, schedule)
-  graphdef, state = init_state(cfg, in_dim, objective, tx, mesh)
   fingerprint = _fingerprint(cfg, in_dim, schedule, data_facts)
   ckpt = Checkpointer(workdir, cfg.train.max_checkpoints)
   try:
-    if ckpt.latest_step() is not None:
+    resuming = ckpt.latest_step() is not None
+    # A resumed run restores into the state's abstract layout; only a new one initializes.
+    graphdef, state = init_state(cfg, in_dim, objective, tx, mesh, abstract=resuming)
+    if resuming:
       ckpt.check_run(fingerprint)
       state = ckpt.restore(state)
     start = current_step(state)
@@ -286,7 +288,7 @@ def restore_for_eval(cfg, workdir: str, in_dim: int, objective, mesh, num_source
   another run (a different method, model, data or schedule)."""
   schedule = make_schedule(cfg, num_source_segments)
   tx, _ = make_optimizer(cfg, schedule)
-  graphdef, state = init_state(cfg, in_dim, objective, tx, mesh)
+  graphdef, state = init_state(cfg, in_dim, objective, tx, mesh, abstract=True)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserInputError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: run '
                          '--mode=train first')

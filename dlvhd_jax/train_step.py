@@ -39,18 +39,24 @@ class TrainState:
   hparam: jax.Array | None = None
 
 
-def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
-  """-> (graphdef, replicated TrainState).
+def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh,
+               abstract: bool = False):
+  """-> (graphdef, TrainState laid out by parallel.state_sharding).
 
   With config.num_seeds = R > 1 every leaf gets a leading axis of R: replica r holds exactly
   the state a standalone run with seed + r starts from (its parameters and its PRNG key).
   With config.vary, the axis is values x seeds (`replicas`) and each state holds its value.
+  The state is born sharded: one jitted program builds every replica, its optimizer state
+  and best parameters straight into their layout (FSDP shards included), so no device ever
+  holds an unsharded copy. `abstract`: only the state's shapes, dtypes and shardings
+  (jax.ShapeDtypeStruct leaves), e.g. as the target of a checkpoint restore.
   """
   variant = model_lib.variant_of(cfg)
+  pairs = replicas(cfg)
 
   def one(value, seed):
     init_key, train_key = keys.seed_keys(variant, seed)
-    graphdef, params = nnx.split(model_lib.build_model(cfg, in_dim, objective.heads, init_key))
+    params = nnx.state(model_lib.build_model(cfg, in_dim, objective.heads, init_key))
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
                        jax.random.key_data(train_key), jnp.zeros((), jnp.int32))
     if selects_best(cfg):
@@ -59,12 +65,20 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh):
                             best_step=jnp.zeros((), jnp.int32))
     if value is not None:
       state = state.replace(hparam=jnp.asarray(value, jnp.float32))
-    return graphdef, state
-  parts = [one(v, s) for v, s in replicas(cfg)]
-  graphdef, state = parts[0]
-  if len(parts) > 1:
-    state = jax.tree.map(lambda *xs: jnp.stack(xs), *[p[1] for p in parts])
-  return graphdef, jax.device_put(state, parallel.state_sharding(mesh, state, len(parts) > 1))
+    return state
+
+  def build():
+    states = [one(v, s) for v, s in pairs]
+    return states[0] if len(states) == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+  graphdef = nnx.graphdef(nnx.eval_shape(
+      lambda: model_lib.build_model(cfg, in_dim, objective.heads, 0)))
+  shapes = jax.eval_shape(build)
+  layout = parallel.state_sharding(mesh, shapes, len(pairs) > 1)
+  if abstract:
+    return graphdef, jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, layout)
+  return graphdef, jax.jit(build, out_shardings=layout)()
 
 
 def selects_best(cfg) -> bool:
