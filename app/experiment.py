@@ -180,7 +180,8 @@ def summarize_replicas(cfg, vids, labels, per_replica, metric, best_val=None, be
     summaries.append(summary)
   if values == (None,):
     return summaries[0]
-  pick = replica_axis.selected_group(cfg, np.where(diverged, -np.inf, np.asarray(best_val).reshape(-1)))
+  pick = replica_axis.selected_group(
+      cfg, np.where(diverged, -np.inf, np.asarray(best_val).reshape(-1)))
   out = dict(summaries[pick])
   out.update({
       'vary_key': hparams.key(cfg),

@@ -16,6 +16,7 @@ RATED_TFLOPS = (
     ('H100', {'bfloat16': 989.4, 'float16': 989.4, 'float32': 494.7}),
     ('H200', {'bfloat16': 989.4, 'float16': 989.4, 'float32': 494.7}),
     ('A100', {'bfloat16': 312.0, 'float16': 312.0, 'float32': 156.0}),
+    ('L40S', {'bfloat16': 362.0, 'float16': 362.0, 'float32': 183.0}),  # before 'L4'
     ('L4', {'bfloat16': 121.0, 'float16': 121.0, 'float32': 60.0}),
     ('TPU v4', {'bfloat16': 275.0}),
     ('TPU v5 lite', {'bfloat16': 197.0}),  # v5e

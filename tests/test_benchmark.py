@@ -60,6 +60,8 @@ def test_rated_peaks_of_common_accelerators():
   assert rated_peak('gpu', 'NVIDIA H100 PCIe', 'bfloat16')[0] == pytest.approx(756e12)
   assert rated_peak('gpu', 'NVIDIA H100 80GB HBM3', 'float32')[0] == pytest.approx(494.7e12)
   assert rated_peak('gpu', 'NVIDIA A100-SXM4-80GB', 'bfloat16')[0] == pytest.approx(312e12)
+  assert rated_peak('gpu', 'NVIDIA L40S', 'bfloat16')[0] == pytest.approx(362e12)
+  assert rated_peak('gpu', 'NVIDIA L4', 'bfloat16')[0] == pytest.approx(121e12)
   assert rated_peak('tpu', 'TPU v5 lite', 'bfloat16')[0] == pytest.approx(197e12)
   assert rated_peak('tpu', 'TPU v5', 'bfloat16')[0] == pytest.approx(459e12)
   assert rated_peak('tpu', 'TPU v6 lite', 'bfloat16')[0] == pytest.approx(918e12)
