@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.video_dir = ''  # searched recursively; a video's id is its file name without extension
   c.output_dir = ''  # '' = the workdir
-  c.weights = ''  # .npz from `python -m dlvhd_jax.convert_c3d`
+  c.weights = ''  # .npz from `python -m tools.convert_c3d`
   c.allow_random_weights = False  # random C3D (tests, benchmarks); recorded in the metadata
 
   # annotation: the `clip` frame intervals of a youtube_anno.json-style file (one row each)

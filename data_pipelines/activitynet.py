@@ -22,7 +22,7 @@ import json
 import numpy as np
 from absl import logging
 
-from data_pipelines import youtube_highlights as yh
+from data_pipelines import datasets
 from data_pipelines.store import open_store
 from dlvhd_jax.errors import UserInputError
 
@@ -31,7 +31,7 @@ DEFAULT_CLIP_SECONDS = 3.2  # 16 frames at 5 fps
 
 
 def read(root) -> dict:
-  store = yh.as_store(root)
+  store = datasets.as_store(root)
   path = store.where(ANNOTATION)
   if not store.isfile(ANNOTATION):
     raise UserInputError(f'{path} not found: point data.root at the folder with {ANNOTATION} '
@@ -120,7 +120,7 @@ def _feature_key(store, vid: str, stream: str) -> str | None:
   return None
 
 
-def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.CrossCategoryData:
+def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:
   root = open_store(data_cfg)
   anno = read(root)
   level = first_level(anno['taxonomy'], root.where(ANNOTATION))
@@ -136,7 +136,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   clip = float(data_cfg.get('clip_seconds', -1))
   clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
   rule = data_cfg.get('activitynet_label_rule', 'spec')
-  streams = yh.feature_streams(data_cfg.features)
+  streams = datasets.feature_streams(data_cfg.features)
   db = anno['database']
   dims, missing = {}, []
 
@@ -151,10 +151,10 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
       if any(k is None for k in keys):
         missing.append(vid)
         continue
-      feats = yh.load_timed_streams(root, dict(zip(streams, keys)), vid, db[vid]['duration'],
+      feats = datasets.load_timed_streams(root, dict(zip(streams, keys)), vid, db[vid]['duration'],
                                     clip, dims)
       labels = segment_labels(db[vid], category, level, len(feats), clip, rule)
-      out.append(yh.Video(vid, category, feats, labels))
+      out.append(datasets.Video(vid, category, feats, labels))
     return out
 
   source = load(ids(source_cat, 'training'), source_cat)
@@ -164,10 +164,10 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
                     '+'.join(streams), root.where('video_features'),
                     ' '.join(sorted(set(missing))[:50]))
-  yh.require_videos(root, data_cfg, streams, (source, source_cat), (test, target_cat),
+  datasets.require_videos(root, data_cfg, streams, (source, source_cat), (test, target_cat),
                     (target, target_cat) if need_target_train else None)
-  source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
+  source, source_val = datasets.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, source_cat)
   for v in target:
     v.labels = np.zeros_like(v.labels)
-  return yh.CrossCategoryData(source, target, test, sum(dims.values()), source_val)
+  return datasets.CrossCategoryData(source, target, test, sum(dims.values()), source_val)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from data_pipelines import nvdec
 from data_pipelines import video
 from dlvhd_jax.errors import UserInputError
-from dlvhd_jax import c3d, files
+from dlvhd_jax import c3d, files, parallel
 
 
 class ExtractionError(UserInputError):
@@ -62,7 +62,7 @@ def _load_params(cfg, for_benchmark: bool = False):
   if not (cfg.allow_random_weights or for_benchmark):
     raise ExtractionError(
         'no C3D weights: pass --config.weights=<c3d_params.npz> (convert the published '
-        'PyTorch weights with `python -m dlvhd_jax.convert_c3d`), or '
+        'PyTorch weights with `python -m tools.convert_c3d`), or '
         '--config.allow_random_weights=True for tests and benchmarks')
   return c3d.init_random_params(cfg.seed), {'weights': '', 'random_weights': True}
 
@@ -173,12 +173,11 @@ def make_step(dtype: str):
 
 
 def _shardings(batch_size: int):
-  """(replicated, batch-sharded) over all local devices, and the batch rounded up to them."""
-  n = jax.local_device_count()
-  mesh = jax.make_mesh((n,), ('data',))
-  spec = jax.sharding.PartitionSpec
-  return (jax.sharding.NamedSharding(mesh, spec()), jax.sharding.NamedSharding(mesh, spec('data')),
-          -(-max(1, batch_size) // n) * n)
+  """(replicated, batch-sharded) over this process's devices (each process extracts its own
+  videos), and the batch rounded up to them."""
+  mesh = parallel.make_mesh(jax.local_devices())
+  n = mesh.devices.size
+  return parallel.replicated(mesh), parallel.batch_sharded(mesh), -(-max(1, batch_size) // n) * n
 
 
 def _run_pipeline(jobs, params, cfg, on_video, on_error, progress=None, max_clips=None):

@@ -30,7 +30,7 @@ def fit_standardizer(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
 
 
 def normalize(data, mode: str):
-  """-> a copy of `data` (youtube_highlights.CrossCategoryData) with normalized features."""
+  """-> a copy of `data` (datasets.CrossCategoryData) with normalized features."""
   if mode == 'none':
     return data
   if mode == 'l2':

@@ -31,7 +31,7 @@ import os
 import numpy as np
 from absl import logging
 
-from data_pipelines import youtube_highlights as yh
+from data_pipelines import datasets
 from data_pipelines.store import FileStore, open_store
 from dlvhd_jax.errors import UserInputError
 
@@ -77,7 +77,7 @@ def frame_rate(num_frames: int, length_s: float) -> float:
 def read_official(root) -> dict:
   """-> {vid: {'category', 'duration', 'fps', 'frames' [A, F] float32}} from the authors' two
   files."""
-  store = yh.as_store(root)
+  store = datasets.as_store(root)
   info_path, anno_path = store.where(OFFICIAL_INFO), store.where(OFFICIAL_ANNO)
   info = {}
   try:
@@ -134,7 +134,7 @@ def read_official(root) -> dict:
 
 def read_public(root) -> dict:
   """-> {vid: {'category', 'duration', 'clips' [A, T] float32}} from the public release."""
-  store = yh.as_store(root)
+  store = datasets.as_store(root)
   path = store.where(PUBLIC_ANNO)
   try:
     anno = json.loads(store.read_text(PUBLIC_ANNO))
@@ -166,7 +166,7 @@ def read_public(root) -> dict:
 
 def read_annotations(root, which: str) -> tuple[dict, str]:
   """-> ({vid: entry}, the layout read)."""
-  store = yh.as_store(root)
+  store = datasets.as_store(root)
   if isinstance(store, FileStore) and not store.exists():
     raise UserInputError(f'data.root={store.root!r} does not exist: pass --config.data.root=<folder '
                          f'with {OFFICIAL_ANNO} + {OFFICIAL_INFO} or {PUBLIC_ANNO}, and video_features/>')
@@ -210,10 +210,10 @@ def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], l
     longest = sorted(ids, key=lambda v: (-anno[v]['duration'], v))
     return sorted(longest[:2]), sorted(longest[2:])
   if split == 'umt':
-    store = yh.as_store(root)
+    store = datasets.as_store(root)
     rel = os.path.join('splits', 'umt_splits.json')
     path = store.where(rel)
-    table = yh.read_json(store, rel, 'data.split=umt')
+    table = datasets.read_json(store, rel, 'data.split=umt')
     entry = table.get(category) if isinstance(table, dict) else None
     if not isinstance(entry, dict):
       raise UserInputError(f'{path} has no entry {{"train": [...], "val": [...]}} for '
@@ -228,22 +228,22 @@ def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], l
 
 
 def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: float,
-               stream_dims: dict) -> yh.Video | None:
+               stream_dims: dict) -> datasets.Video | None:
   if not all(store.has_features(vid, s) for s in streams):
     return None
-  feats = yh.load_timed_streams(store, {s: vid for s in streams}, vid, entry['duration'],
+  feats = datasets.load_timed_streams(store, {s: vid for s in streams}, vid, entry['duration'],
                                 clip_seconds, stream_dims)
   try:
     per_annotator = segment_scores(entry, len(feats), clip_seconds)
   except ValueError as e:
     raise UserInputError(f'{vid}: {e} in {store.where("video_features")}; the annotation '
                          'and the features disagree') from None
-  v = yh.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
+  v = datasets.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
   v.annotator_scores = per_annotator
   return v
 
 
-def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.CrossCategoryData:
+def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:
   """Source train, target train (labels hidden) and target test videos of TVSum."""
   root = open_store(data_cfg)
   anno, layout = read_annotations(root, data_cfg.get('annotation', 'official'))
@@ -252,7 +252,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
     if data_cfg[field] not in cats:
       raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of '
                            f'{root.where("")} ({layout} annotation); categories there: {cats}')
-  streams = yh.feature_streams(data_cfg.features)
+  streams = datasets.feature_streams(data_cfg.features)
   clip = float(data_cfg.get('clip_seconds', -1))
   clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
   split = data_cfg.split
@@ -272,12 +272,12 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> yh.Cross
   if missing:
     logging.warning('Skipping videos: %d without %s features in %s: %s', len(missing),
                     '+'.join(streams), root.where('video_features'), ' '.join(missing))
-  yh.require_videos(root, data_cfg, streams, (source, data_cfg.source_category),
+  datasets.require_videos(root, data_cfg, streams, (source, data_cfg.source_category),
                     (test, data_cfg.target_category),
                     (target, data_cfg.target_category) if need_target_train else None)
-  source, source_val = yh.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
+  source, source_val = datasets.carve_validation(source, float(data_cfg.get('val_fraction', 0.0)),
                                            int(data_cfg.split_seed) + 1, data_cfg.source_category)
   for v in target:
     v.labels = np.zeros_like(v.labels)
     v.annotator_scores = None
-  return yh.CrossCategoryData(source, target, test, sum(dims.values()), source_val)
+  return datasets.CrossCategoryData(source, target, test, sum(dims.values()), source_val)

@@ -19,52 +19,13 @@ import os
 import numpy as np
 from absl import logging
 
+from data_pipelines.datasets import (  # pylint: disable=unused-import (re-exported)
+    CrossCategoryData, Video, as_store, carve_validation, feature_streams, load_features,
+    read_json, require_videos)
 from data_pipelines.store import FileStore, open_store
 from dlvhd_jax.errors import UserInputError
 
 ANNOTATION = 'youtube_anno.json'
-
-
-def as_store(root_or_store):
-  """A dataset root (str) or a store (data_pipelines/store.py) -> a store."""
-  return root_or_store if hasattr(root_or_store, 'read_text') else FileStore(root_or_store)
-
-
-@dataclasses.dataclass
-class Video:
-  vid: str
-  category: str
-  features: np.ndarray  # [T, D] float32
-  labels: np.ndarray  # [T] float32 (match values)
-  # [A, T] per-annotator segment scores where the evaluation protocol needs them (TVSum).
-  annotator_scores: np.ndarray | None = None
-
-
-@dataclasses.dataclass
-class CrossCategoryData:
-  """What a run needs: labeled source train videos, unlabeled target train videos, target
-  test videos, and the source validation videos carved out of the source train videos
-  (data.val_fraction; empty when 0) for label-free model selection."""
-  source_train: list[Video]
-  target_train: list[Video]
-  target_test: list[Video]
-  feature_dim: int
-  source_val: list[Video] = dataclasses.field(default_factory=list)
-
-
-def carve_validation(videos: list[Video], fraction: float, seed: int,
-                     category: str) -> tuple[list[Video], list[Video]]:
-  """-> (train, val): round(fraction * n) of the videos (at least 1, leaving at least 1 to
-  train on) drawn at random with `seed`, in their original order."""
-  if fraction <= 0:
-    return videos, []
-  if len(videos) < 2:
-    raise UserInputError(f'data.val_fraction={fraction} needs at least 2 source training videos '
-                         f'of {category!r}, found {len(videos)}: use data.val_fraction=0')
-  k = min(max(1, int(round(fraction * len(videos)))), len(videos) - 1)
-  val = set(np.random.RandomState(seed).permutation(len(videos))[:k].tolist())
-  return ([v for i, v in enumerate(videos) if i not in val],
-          [v for i, v in enumerate(videos) if i in val])
 
 
 def _no_duplicate_keys(pairs):
@@ -201,47 +162,6 @@ def split_videos(root, anno: dict, category: str, split: str, seed: int,
   return train, test
 
 
-def read_json(store, rel: str, why: str):
-  path = store.where(rel)
-  if not store.isfile(rel):
-    raise UserInputError(f'{path} not found ({why}); use --config.data.split=random or add the file')
-  try:
-    return json.loads(store.read_text(rel))
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise UserInputError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
-
-
-def feature_streams(features: str) -> list[str]:
-  streams = [s.strip() for s in features.split('+') if s.strip()]
-  if not streams:
-    raise UserInputError(f"data.features={features!r} is empty: use 'rgb', 'opt' or 'rgb+opt'")
-  return streams
-
-
-def check_feature_array(arr, path: str, vid: str, num_clips: int,
-                        where: str | None = None) -> np.ndarray:
-  """One stream of one video -> [num_clips, d] float32, or a one-line error naming the file.
-  `where` says where the clip count comes from (default: the annotation file)."""
-  if not isinstance(arr, np.ndarray) or arr.dtype.kind not in 'fiu':
-    raise UserInputError(f'{path} holds {getattr(arr, "dtype", type(arr).__name__)} values; '
-                         'features must be real numbers (float or int): re-extract it')
-  if arr.ndim == 1:
-    arr = arr[:, None]
-  if arr.ndim != 2 or arr.shape[0] != num_clips or arr.shape[1] == 0:
-    raise UserInputError(f'{path} has shape {arr.shape} but {vid} has {num_clips} clips in '
-                         f'{where or ANNOTATION}: one row per clip is required; re-extract it')
-  arr = arr.astype(np.float32)
-  if not np.all(np.isfinite(arr)):
-    raise UserInputError(f'{path} contains NaN or inf values; re-extract it')
-  return arr
-
-
-def load_features(store, vid: str, stream: str, num_clips: int, where: str | None = None):
-  """The checked [num_clips, d] float32 features of one stream of one video."""
-  return check_feature_array(store.load_features(vid, stream), store.feature_where(vid, stream),
-                             vid, num_clips, where)
-
-
 def load_video(root, vid: str, entry: dict, streams: list[str],
                stream_dims: dict | None = None) -> Video | None:
   """Features of one video (streams concatenated), or None when a stream file is absent.
@@ -255,7 +175,7 @@ def load_video(root, vid: str, entry: dict, streams: list[str],
     if not store.has_features(vid, s):
       return None
     path = store.feature_where(vid, s)
-    arr = load_features(store, vid, s, len(entry['clip']))
+    arr = load_features(store, vid, s, len(entry['clip']), ANNOTATION)
     if stream_dims is not None:
       want = stream_dims.setdefault(s, arr.shape[1])
       if arr.shape[1] != want:
@@ -264,42 +184,6 @@ def load_video(root, vid: str, entry: dict, streams: list[str],
     parts.append(arr)
   labels = np.asarray(entry['match'], np.float32)
   return Video(vid, entry['domain'], np.concatenate(parts, axis=1), labels)
-
-
-def require_videos(store, data_cfg, streams, source, test, target=None) -> None:
-  """One-line error if the (videos, category) of source training, target test or (when
-  drawn) target training holds no video with features."""
-  for name, part in (('source training', source), ('target test', test),
-                     *((('target training', target),) if target is not None else ())):
-    vids, cat = part
-    if not vids:
-      raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{store.where("video_features")} (data.features={data_cfg.features!r})')
-
-
-def load_timed_streams(store, keys: dict, vid: str, duration: float, clip: float,
-                       dims: dict) -> np.ndarray:
-  """Features of datasets whose row t covers seconds [t*clip, (t+1)*clip) (TVSum, ActivityNet):
-  the streams' arrays ({stream: the id it is stored under}), each floor(duration / clip) +- 1
-  rows, cut to the shortest and concatenated -> [T, D]."""
-  expected = int(float(duration) // clip)
-  parts = []
-  for s, key in keys.items():
-    path = store.feature_where(key, s)
-    rows = store.feature_rows(key, s)
-    rows = expected if rows is None else rows  # unreadable: load_features names the problem
-    if abs(rows - expected) > 1:
-      raise UserInputError(f'{path} has {rows} rows but {vid} lasts {float(duration):.1f} s, '
-                           f'i.e. {expected} clips of data.clip_seconds={clip}: set '
-                           "data.clip_seconds to the features' clip length or re-extract them")
-    arr = load_features(store, key, s, rows, where=f'its {rows} rows')
-    want = dims.setdefault(s, arr.shape[1])
-    if arr.shape[1] != want:
-      raise UserInputError(f'{path} has {arr.shape[1]} features per clip but the other {s!r} '
-                           f'files have {want}; re-extract it')
-    parts.append(arr)
-  t = min(len(p) for p in parts)
-  return np.concatenate([p[:t] for p in parts], axis=1)
 
 
 @dataclasses.dataclass

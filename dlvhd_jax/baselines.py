@@ -7,8 +7,9 @@ embeddings"). The original methods align per-sample features, so a sample here i
 segment: the terms see every valid segment of the B source and B target sets, [B*N, W]
 with a 0/1 weight per row instead of a gather, which keeps shapes static under jit.
 
-Weights and hyper-parameters live under `config.uda.<method>.*`; `_hp` falls back to the
-defaults below when a key is absent.
+Weights and hyper-parameters live under `config.uda.<method>.*`. A method's weight may vary
+(config.vary), so objectives read it from the step's `ctx.hp`; the other settings are static
+and `_static` reads them from the config, falling back to the defaults below.
 """
 from __future__ import annotations
 
@@ -18,18 +19,17 @@ import optax
 from flax import nnx
 
 from dlvhd_jax import losses
-from dlvhd_jax.objectives import Objective, SetBatch, encode_sets, temperature
+from dlvhd_jax.objectives import Objective, SetBatch, StepContext, encode_sets
 
 DEFAULTS = {
-    'dan': {'weight': 1.0, 'num_kernels': 5, 'kernel_mul': 2.0},
-    'coral': {'weight': 1.0},
-    'revgrad': {'weight': 1.0, 'gamma': 10.0},
-    'mcd': {'weight': 1.0, 'num_k': 1},
-    'afn': {'weight': 0.05, 'delta_r': 1.0},
+    'dan': {'num_kernels': 5, 'kernel_mul': 2.0},
+    'revgrad': {'gamma': 10.0},
+    'mcd': {'num_k': 1},
+    'afn': {'delta_r': 1.0},
 }
 
 
-def _hp(cfg, method: str, name: str):
+def _static(cfg, method: str, name: str):
   uda = cfg.get('uda', None) or {}
   group = uda.get(method, None) or {}
   return group.get(name, DEFAULTS[method][name])
@@ -152,26 +152,27 @@ def _encode_source_target(model, batch: SetBatch, key):
   return hs, ht, k_head
 
 
-def _source_pred_loss(model, batch: SetBatch, hs, key, cfg, head: str = 'score'):
+def _source_pred_loss(model, batch: SetBatch, hs, key, ctx: StepContext, head: str = 'score'):
   return losses.set_prediction_loss(batch.source_y, model.heads[head](hs, key), batch.source_mask,
-                                    temperature(cfg))
+                                    ctx.hp['loss.temperature'])
 
 
 def _domain_term_objective(name: str, term):
   """SL-module + weight * term(source segments, target segments)."""
-  def loss_fn(model, batch: SetBatch, key, cfg):
+  def loss_fn(model, batch: SetBatch, key, ctx: StepContext):
     hs, ht, k_head = _encode_source_target(model, batch, key)
-    l_pred = _source_pred_loss(model, batch, hs, k_head, cfg)
+    l_pred = _source_pred_loss(model, batch, hs, k_head, ctx)
     (xs, ws), (xt, wt) = flatten_segments(hs, batch.source_mask), flatten_segments(ht, batch.target_mask)
-    l_dom = term(xs, xt, ws, wt, cfg)
-    return l_pred + _hp(cfg, name, 'weight') * l_dom, {'loss_pred': l_pred, f'loss_{name}': l_dom}
+    l_dom = term(xs, xt, ws, wt, ctx.cfg)
+    return (l_pred + ctx.hp[f'uda.{name}.weight'] * l_dom,
+            {'loss_pred': l_pred, f'loss_{name}': l_dom})
   return loss_fn
 
 
 def _dan_term(xs, xt, ws, wt, cfg):
   """DAN (Long et al., "Learning Transferable Features with Deep Adaptation Networks", ICML 2015)."""
-  return mk_mmd(xs, xt, ws, wt, num_kernels=int(_hp(cfg, 'dan', 'num_kernels')),
-                kernel_mul=float(_hp(cfg, 'dan', 'kernel_mul')))
+  return mk_mmd(xs, xt, ws, wt, num_kernels=int(_static(cfg, 'dan', 'num_kernels')),
+                kernel_mul=float(_static(cfg, 'dan', 'kernel_mul')))
 
 
 def _coral_term(xs, xt, ws, wt, cfg):
@@ -181,53 +182,34 @@ def _coral_term(xs, xt, ws, wt, cfg):
   return coral_loss(xs, xt, ws, wt)
 
 
-def _afn_loss(model, batch: SetBatch, key, cfg):
+def _afn_loss(model, batch: SetBatch, key, ctx: StepContext):
   """Stepwise AFN (Xu et al., "Larger Norm More Transferable: An Adaptive Feature Norm Approach
   for Unsupervised Domain Adaptation", ICCV 2019) on source and target segments."""
   hs, ht, k_head = _encode_source_target(model, batch, key)
-  l_pred = _source_pred_loss(model, batch, hs, k_head, cfg)
-  dr = float(_hp(cfg, 'afn', 'delta_r'))
+  l_pred = _source_pred_loss(model, batch, hs, k_head, ctx)
+  dr = float(_static(ctx.cfg, 'afn', 'delta_r'))
   l_afn = (afn_loss(*flatten_segments(hs, batch.source_mask), dr)
            + afn_loss(*flatten_segments(ht, batch.target_mask), dr))
-  return l_pred + _hp(cfg, 'afn', 'weight') * l_afn, {'loss_pred': l_pred, 'loss_afn': l_afn}
+  return l_pred + ctx.hp['uda.afn.weight'] * l_afn, {'loss_pred': l_pred, 'loss_afn': l_afn}
 
 
-def _revgrad_loss(model, batch: SetBatch, key, cfg, coeff=1.0):
+def _revgrad_loss(model, batch: SetBatch, key, ctx: StepContext):
   """RevGrad / DANN (Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation",
   ICML 2015): a segment-level domain discriminator (the extra head 'domain', whose logit is
-  unbounded) behind a gradient reversal layer with coefficient `coeff`."""
+  unbounded) behind a gradient reversal layer whose coefficient follows the step
+  (grl_coefficient; 1 when the schedule's length is unknown)."""
   hs, ht, k_head = _encode_source_target(model, batch, key)
   k_pred, k_dom = jax.random.split(k_head)
-  l_pred = _source_pred_loss(model, batch, hs, k_pred, cfg)
-  coeff = jnp.asarray(coeff, jnp.float32)
+  l_pred = _source_pred_loss(model, batch, hs, k_pred, ctx)
+  coeff = (grl_coefficient(ctx.step, ctx.total_steps, float(_static(ctx.cfg, 'revgrad', 'gamma')))
+           if ctx.total_steps else jnp.float32(1.0))
   # One discriminator pass over both domains: [2B, N].
   logits = model.heads['domain'].logits(grad_reverse(jnp.concatenate([hs, ht]), coeff), k_dom)
   ls, lt = jnp.split(logits, 2)
   l_dom = domain_bce(ls.reshape(-1), lt.reshape(-1), *(m.reshape(-1).astype(jnp.float32) for m in
                                                        (batch.source_mask, batch.target_mask)))
-  total = l_pred + _hp(cfg, 'revgrad', 'weight') * l_dom
+  total = l_pred + ctx.hp['uda.revgrad.weight'] * l_dom
   return total, {'loss_pred': l_pred, 'loss_domain': l_dom, 'grl_coeff': coeff}
-
-
-def _total_steps(cfg, total_steps):
-  # train_step.make_train_step may pass the schedule's total; otherwise only an explicit
-  # train.num_steps is known here, and without it the reversal runs at full strength.
-  if total_steps:
-    return total_steps
-  return int(cfg.train.num_steps) if int(cfg.train.num_steps) > 0 else 0
-
-
-def _revgrad_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_steps=None):
-  total = _total_steps(cfg, total_steps)
-  coeff = (grl_coefficient(step, total, float(_hp(cfg, 'revgrad', 'gamma'))) if total
-           else jnp.float32(1.0))
-
-  def loss_fn(p):
-    return _revgrad_loss(nnx.merge(graphdef, p), sets, key, cfg, coeff)
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return (optax.apply_updates(params, updates), opt_state,
-          {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics})
 
 
 # --- MCD (Saito et al., "Maximum Classifier Discrepancy for Unsupervised Domain Adaptation",
@@ -276,9 +258,9 @@ def _mcd_target_discrepancy(model, sets: SetBatch, key, stop_encoder=False):
   return set_discrepancy(t1, t2, sets.target_mask)
 
 
-def _mcd_loss(model, batch: SetBatch, key, cfg):
+def _mcd_loss(model, batch: SetBatch, key, ctx: StepContext):
   """Phase A alone (both heads supervised on source); the step itself runs `_mcd_update`."""
-  loss = _mcd_supervised(model, batch, key, tau=temperature(cfg))
+  loss = _mcd_supervised(model, batch, key, tau=ctx.hp['loss.temperature'])
   return loss, {'loss_pred': loss}
 
 
@@ -311,12 +293,11 @@ def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, 
   return params, opt_state, loss, optax.global_norm(grads)
 
 
-def _mcd_update(graphdef, tx, params, opt_state, sets, key, cfg, step, total_steps=None):
+def _mcd_update(graphdef, tx, params, opt_state, sets, key, ctx: StepContext):
   """Phases A, B, then C `num_k` times (the original's generator steps per batch)."""
-  del step, total_steps
-  w = _hp(cfg, 'mcd', 'weight')  # a traced [] under config.vary
-  num_k = max(1, int(_hp(cfg, 'mcd', 'num_k')))
-  tau = temperature(cfg)
+  w = ctx.hp['uda.mcd.weight']
+  num_k = max(1, int(_static(ctx.cfg, 'mcd', 'num_k')))
+  tau = ctx.hp['loss.temperature']
   k_a, k_b, k_c = jax.random.split(key, 3)
   params, opt_state, l_a, g_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w,
                                           tau=tau)
@@ -343,7 +324,7 @@ BASELINES = (
               loss=_domain_term_objective('coral', _coral_term), weight_key='uda.coral.weight',
               passes=(2, 1)),
     Objective('revgrad', heads=('score', 'domain'), eval_heads=('score',), uses_target=True,
-              loss=_revgrad_loss, update=_revgrad_update, weight_key='uda.revgrad.weight',
+              loss=_revgrad_loss, weight_key='uda.revgrad.weight',
               passes=(2, 3)),
     Objective('mcd', heads=('score', 'score2'), eval_heads=('score', 'score2'), uses_target=True,
               loss=_mcd_loss, update=_mcd_update, weight_key='uda.mcd.weight',

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dlvhd_jax import distributed, parallel, stats
 
@@ -57,7 +56,7 @@ def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False):
 
   if replicas:
     fn = jax.vmap(logits, in_axes=(0, None, None, None, None))
-    out = NamedSharding(mesh, P(None, parallel.BATCH_AXES))
+    out = parallel.replica_batch_sharded(mesh)
   else:
     fn, out = logits, shard
   # Parameters keep the layout they come with (replicated, or FSDP-sharded: XLA gathers them).

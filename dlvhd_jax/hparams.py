@@ -5,8 +5,8 @@ value, the `num_seeds` seeds as replicas of the same vmapped step (value-major: 
 i = (values[i // R], seed + i % R)). Replica (v, s) is exactly the standalone run with
 `key = v` and `seed = s`: same initialization, sampled sets and dropout, so values are
 compared on paired seeds. Each replica carries its value in the train state; inside the step
-the objective reads it through `overlay`, a read-only view of the config in which that one key
-is the replica's traced value.
+the objective receives every loss hyper-parameter explicitly (`step_values`, in its
+`objectives.StepContext`), the varied one as the replica's traced value.
 
 Only keys that enter the step as a scalar can vary (VECTORIZABLE). The learning rate does not
 enter a loss: every schedule (step, cosine, constant, with warmup) and both optimizers (SGD's
@@ -15,16 +15,16 @@ replica's updates are the base optimizer's scaled by value / train.learning_rate
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import optax
-import ml_collections
 
-VECTORIZABLE = ('train.learning_rate', 'loss.distill_weight', 'loss.temperature',
-                'uda.dan.weight', 'uda.coral.weight', 'uda.revgrad.weight', 'uda.mcd.weight',
-                'uda.afn.weight')
 LEARNING_RATE = 'train.learning_rate'
+# Each key that can vary, with the value a config without it means (configs/base.py's).
+VECTORIZABLE = {LEARNING_RATE: None, 'loss.distill_weight': 1.0, 'loss.temperature': 1.0,
+                'uda.dan.weight': 1.0, 'uda.coral.weight': 1.0, 'uda.revgrad.weight': 1.0,
+                'uda.mcd.weight': 1.0, 'uda.afn.weight': 0.05}
+# The ones an objective reads (the learning rate enters through the updates: lr_factor).
+LOSS_KEYS = tuple(k for k in VECTORIZABLE if k != LEARNING_RATE)
 
 
 def key(cfg) -> str:
@@ -38,48 +38,22 @@ def values(cfg) -> tuple[float, ...] | tuple[None]:
   return tuple(float(v) for v in cfg.vary['values']) if key(cfg) else (None,)
 
 
-class _Overlay:
-  """Read-only view of a ConfigDict (sub)tree where one dotted key reads as `value`."""
-
-  def __init__(self, node, dotted: str, value, prefix: str = ''):
-    self._node, self._dotted, self._value, self._prefix = node, dotted, value, prefix
-
-  def _wrap(self, name: str, child):
-    full = self._prefix + name
-    if full == self._dotted:
-      return self._value
-    if isinstance(child, (ml_collections.ConfigDict, dict)) and self._dotted.startswith(full + '.'):
-      return _Overlay(child, self._dotted, self._value, full + '.')
-    return child
-
-  def __getattr__(self, name: str) -> Any:
-    if name.startswith('_'):
-      raise AttributeError(name)
-    return self._wrap(name, getattr(self._node, name))
-
-  def __getitem__(self, name: str) -> Any:
-    return self._wrap(name, self._node[name])
-
-  def get(self, name: str, default=None) -> Any:
-    if name not in self._node:
-      # A varied key (or a group on its path) that the config lacks still reads the value.
-      full = self._prefix + name
-      if full == self._dotted:
-        return self._value
-      return _Overlay({}, self._dotted, self._value, full + '.') if self._dotted.startswith(
-          full + '.') else default
-    return self._wrap(name, self._node[name])
-
-  def __contains__(self, name: str) -> bool:
-    return name in self._node
+def _read(cfg, dotted: str, default):
+  node = cfg
+  for part in dotted.split('.'):
+    if node is None or part not in node:
+      return default
+    node = node[part]
+  return node
 
 
-def overlay(cfg, value: jax.Array):
-  """The config as the step of one replica sees it: key(cfg) reads `value` ([] float32)."""
-  k = key(cfg)
-  if not k or k == LEARNING_RATE:
-    return cfg
-  return _Overlay(cfg, k, value)
+def step_values(cfg, value=None) -> dict[str, float | jax.Array]:
+  """The loss hyper-parameters one replica's step uses, passed to the objective explicitly:
+  every key of LOSS_KEYS -> the config's value (a float; VECTORIZABLE's default where the
+  config lacks it), except the varied key, which reads this replica's `value` ([] float32)."""
+  varied = key(cfg)
+  return {k: value if (k == varied and value is not None) else float(_read(cfg, k, VECTORIZABLE[k]))
+          for k in LOSS_KEYS}
 
 
 def scale_updates(tx: optax.GradientTransformation, factor) -> optax.GradientTransformation:

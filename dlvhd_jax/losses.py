@@ -60,8 +60,7 @@ def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array,
   """SL-module's L_pred, KL(softmax(y / tau) || softmax(s)), averaged over the sets that carry
   a positive label: [B, N] -> []. tau = 1 is the paper; tau < 1 sharpens the target toward
   the highlights (config.loss.temperature)."""
-  unit = not isinstance(temperature, jax.Array) and temperature == 1.0
-  target = labels if unit else labels.astype(jnp.float32) / temperature
+  target = labels.astype(jnp.float32) / temperature  # exact at tau = 1
   return weighted_mean(set_kl_divergence(target, scores, mask), has_positive(labels, mask))
 
 

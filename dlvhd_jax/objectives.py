@@ -9,10 +9,13 @@ SL-module, DL-VHD and DL-VHD's ablations (`CORE`); `baselines.py` the UDA baseli
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import functools
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
+from flax import nnx
 
 from dlvhd_jax import losses
 
@@ -31,16 +34,28 @@ class SetBatch:
 
 
 @dataclasses.dataclass(frozen=True)
+class StepContext:
+  """What an objective reads besides its sets and key. Built inside the step, per replica."""
+  cfg: Any  # the run's config: static settings only (uda.dan.num_kernels, ...)
+  # hparams.LOSS_KEYS -> value: floats, or this replica's traced [] float32 for the key that
+  # config.vary varies. Objectives read loss weights and tau here, never from cfg.
+  hp: Mapping[str, Any]
+  step: jax.Array  # [] int32, the step being taken (0-based)
+  total_steps: int  # the schedule's length (0: unknown)
+
+
+@dataclasses.dataclass(frozen=True)
 class Objective:
   name: str
   heads: tuple[str, ...]
   eval_heads: tuple[str, ...]  # test-time score = mean of these heads
   uses_target: bool  # draws unlabeled target (and mixed) sets
-  # loss(model, batch, key, cfg) -> (scalar loss, {name: scalar metric})
+  # loss(model, batch, key, ctx: StepContext) -> (scalar loss, {name: scalar metric})
   loss: Callable
-  # Optional custom update for methods with several optimizer phases per step (MCD):
-  # update(graphdef, tx, params, opt_state, batch, key, cfg, step, total_steps)
+  # update(graphdef, tx, params, opt_state, batch, key, ctx: StepContext)
   #   -> (params, opt_state, metrics with 'loss' and 'grad_norm').
+  # None: one gradient step on `loss` (gradient_update). A method with several optimizer
+  # phases per step (MCD) brings its own.
   update: Callable | None = None
   # The config key of the method's own loss weight: what a user lowers when training diverges.
   weight_key: str | None = None
@@ -48,6 +63,23 @@ class Objective:
   # one scoring head, for the benchmark's analytic FLOPs (DL-VHD: source, target and mixed
   # sets encoded; fine on source + target, coarse on mixed + target).
   passes: tuple[int, int] = (1, 1)
+
+  def apply_update(self, graphdef, tx, params, opt_state, batch: SetBatch, key,
+                   ctx: StepContext):
+    """The objective's update, the same signature for every method."""
+    update = self.update or functools.partial(gradient_update, self.loss)
+    return update(graphdef, tx, params, opt_state, batch, key, ctx)
+
+
+def gradient_update(loss, graphdef, tx, params, opt_state, batch: SetBatch, key,
+                    ctx: StepContext):
+  """One optimizer step on `loss` -> (params, opt_state, metrics with 'loss' and 'grad_norm')."""
+  def loss_fn(p):
+    return loss(nnx.merge(graphdef, p), batch, key, ctx)
+  (value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return (optax.apply_updates(params, updates), opt_state,
+          {'loss': value, 'grad_norm': optax.global_norm(grads), **metrics})
 
 
 def encode_sets(model, xs, masks, key):
@@ -73,24 +105,17 @@ def score_head(model, head: str, hs, key):
   return jnp.split(scores, _offsets(sizes), axis=0)
 
 
-def temperature(cfg):
-  """loss.temperature: tau of the KL target softmax(y / tau) (1 = the paper); a traced []
-  value when config.vary varies it."""
-  tau = cfg.loss.get('temperature', 1.0)
-  return tau if isinstance(tau, jax.Array) else float(tau)
-
-
-def _sl_loss(model, batch: SetBatch, key, cfg):
+def _sl_loss(model, batch: SetBatch, key, ctx: StepContext):
   k_enc, k_head = jax.random.split(key)
   (h,) = encode_sets(model, [batch.source_x], [batch.source_mask], k_enc)
   (s,) = score_head(model, 'score', [h], k_head)
   loss = losses.set_prediction_loss(batch.source_y, s, batch.source_mask,
-                                    temperature(cfg))
+                                    ctx.hp['loss.temperature'])
   return loss, {'loss_pred': loss}
 
 
 def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
-  def loss_fn(model, batch: SetBatch, key, cfg):
+  def loss_fn(model, batch: SetBatch, key, ctx: StepContext):
     k_enc, k_head = jax.random.split(key)
     hs, ht, hm = encode_sets(model, [batch.source_x, batch.target_x, batch.mixed_x],
                              [batch.source_mask, batch.target_mask, batch.mixed_mask], k_enc)
@@ -101,8 +126,8 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
     return losses.dlvhd_loss(
         batch.source_y, fs, batch.mixed_y, cm, ct, ft,
         batch.source_mask, batch.mixed_mask, batch.target_mask,
-        distill_weight=cfg.loss.distill_weight, use_coarse=use_coarse, use_fine=use_fine,
-        use_distill=use_distill, temperature=temperature(cfg))
+        distill_weight=ctx.hp['loss.distill_weight'], use_coarse=use_coarse,
+        use_fine=use_fine, use_distill=use_distill, temperature=ctx.hp['loss.temperature'])
   return loss_fn
 
 

@@ -41,6 +41,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def replica_batch_sharded(mesh: Mesh) -> NamedSharding:
+  """[R, B, ...] outputs of R vmapped replicas: replicas whole, the set axis split."""
+  return NamedSharding(mesh, P(None, BATCH_AXES))
+
+
 def shard_sets(x: jax.Array, mesh: Mesh) -> jax.Array:
   """Inside jit: lay out a [B, ...] array of sets over the devices."""
   return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))

@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx, struct
 
 from dlvhd_jax import model as model_lib
@@ -146,29 +145,24 @@ def make_train_step(graphdef, tx, lr_fn, objective: objectives.Objective, cfg, m
   [K, R] for R seeds). `state_sharding`: the state's layout (parallel.state_sharding; the
   default replicates it); the new state keeps it."""
   parallel.check_batch(batch, mesh, 'train.batch_size')
+  # The schedule's length, for objectives that follow it (RevGrad's reversal coefficient);
+  # without it only an explicit train.num_steps is known.
+  total = int(total_steps or max(int(cfg.train.num_steps), 0))
 
   def one_step(state: TrainState, banks):
     source, target = banks
     k_batch, k_loss = keys.step_keys(jax.random.wrap_key_data(state.key), state.step)
     sets = draw_batch(k_batch, source, target, cfg, batch, objective.uses_target, mesh)
-    # config.vary: the objective sees this replica's value; a varied learning rate scales the
-    # updates instead (every schedule and optimizer here is linear in it).
-    c, step_tx, lr_scale = cfg, tx, 1.0
-    if state.hparam is not None:
-      c = hparams.overlay(cfg, state.hparam)
+    # The objective receives this replica's loss hyper-parameters (config.vary: its value of
+    # the varied key); a varied learning rate scales the updates instead (every schedule and
+    # optimizer here is linear in it).
+    ctx = objectives.StepContext(cfg, hparams.step_values(cfg, state.hparam), state.step, total)
+    step_tx, lr_scale = tx, 1.0
+    if state.hparam is not None and hparams.key(cfg) == hparams.LEARNING_RATE:
       lr_scale = hparams.lr_factor(cfg, state.hparam)
-      step_tx = hparams.scale_updates(tx, lr_scale) if hparams.key(cfg) == hparams.LEARNING_RATE else tx
-    if objective.update is not None:
-      params, opt_state, metrics = objective.update(graphdef, step_tx, state.params,
-                                                    state.opt_state, sets, k_loss, c, state.step,
-                                                    total_steps=total_steps)
-    else:
-      def loss_fn(params):
-        return objective.loss(nnx.merge(graphdef, params), sets, k_loss, c)
-      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-      updates, opt_state = step_tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics}
+      step_tx = hparams.scale_updates(tx, lr_scale)
+    params, opt_state, metrics = objective.apply_update(graphdef, step_tx, state.params,
+                                                        state.opt_state, sets, k_loss, ctx)
     # Refuse an update computed from a non-finite loss or gradient: keep the state (an
     # elementwise select on the new state, no host round trip).
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for k, v in metrics.items()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from dlvhd_jax import baselines, methods, objectives, parallel, sampling
+from dlvhd_jax import baselines, hparams, methods, objectives, parallel, sampling
 from dlvhd_jax import optimizer, train_step
 
 
@@ -218,8 +218,9 @@ def test_mcd_phases_of_a_step_use_that_steps_learning_rate(banks):
   outs = []
   for lr in (optax.piecewise_constant_schedule(0.05, {1: 1000.0}), 0.05):
     tx = optax.sgd(lr, momentum=0.9)
-    p, _, m = jax.jit(lambda p_, s_, tx=tx: objective.update(
-        graphdef, tx, p_, s_, sets, jax.random.key(2), cfg, 0))(state.params, tx.init(state.params))
+    ctx = objectives.StepContext(cfg, hparams.step_values(cfg), jnp.int32(0), 0)
+    p, _, m = jax.jit(lambda p_, s_, tx=tx: objective.apply_update(
+        graphdef, tx, p_, s_, sets, jax.random.key(2), ctx))(state.params, tx.init(state.params))
     assert np.isfinite(float(m['grad_norm']))
     outs.append(jax.device_get(p))
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):

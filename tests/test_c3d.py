@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dlvhd_jax import c3d
-from dlvhd_jax import convert_c3d
+from tools import convert_c3d
 
 # features.N index -> SPEC layer name (the Sports-1M c3d.pickle layout)
 _NAMED = {'features.0': 'conv1', 'features.3': 'conv2', 'features.6': 'conv3a',

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from data_pipelines import normalize, synthetic, youtube_highlights
+from data_pipelines import datasets, normalize, synthetic
 from dlvhd_jax import losses
 from dlvhd_jax import optimizer
 from test_losses import np_set_kl, random_sets
@@ -71,7 +71,7 @@ def test_adamw_steps_match_numpy():
 
 
 def _video(vid, feats):
-  return youtube_highlights.Video(vid, 'c', np.asarray(feats, np.float32),
+  return datasets.Video(vid, 'c', np.asarray(feats, np.float32),
                                   np.ones(len(feats), np.float32))
 
 
@@ -81,7 +81,7 @@ def test_standardize_uses_source_training_statistics_only():
   # Target and test videos far from the source must not move the statistics.
   others = [_video(f't{i}', rng.randn(5, 3) * 100 + 50) for i in range(2)]
   const = _video('c', np.ones((4, 3)))
-  data = youtube_highlights.CrossCategoryData(src, others[:1], others[1:] + [const], 3,
+  data = datasets.CrossCategoryData(src, others[:1], others[1:] + [const], 3,
                                               source_val=[others[0]])
   out = normalize.normalize(data, 'standardize')
   stacked = np.concatenate([v.features for v in src]).astype(np.float64)

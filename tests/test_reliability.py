@@ -120,11 +120,10 @@ def test_a_refused_update_with_a_finite_loss_stops_the_run(tmp_path, root, capfd
   from flax import nnx  # pylint: disable=import-outside-toplevel
   sl = methods.get_objective('sl')
 
-  def update(graphdef, tx, params, opt_state, batch, key, cfg, step, total_steps=None):
-    del total_steps
+  def update(graphdef, tx, params, opt_state, batch, key, ctx):
     (loss, metrics), grads = jax.value_and_grad(
-        lambda p: sl.loss(nnx.merge(graphdef, p), batch, key, cfg), has_aux=True)(params)
-    grads = jax.tree.map(lambda g: jnp.where(step == 2, jnp.nan, g), grads)
+        lambda p: sl.loss(nnx.merge(graphdef, p), batch, key, ctx), has_aux=True)(params)
+    grads = jax.tree.map(lambda g: jnp.where(ctx.step == 2, jnp.nan, g), grads)
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state,
             {'loss': loss, 'grad_norm': optax.global_norm(grads), **metrics})

@@ -112,29 +112,31 @@ def test_each_value_of_a_vectorized_hyperparameter_equals_its_standalone_run(met
   np.testing.assert_allclose(*got['scores'], rtol=1e-4, atol=1e-5)
 
 
-def test_the_varied_key_reads_as_the_replica_value_however_the_objectives_read_it():
-  """Every way the objectives read a scalar (attribute, .get, [], a group absent from the
-  config) sees the replica's value; every other key reads the config."""
+def test_the_objective_receives_the_replica_value_of_the_varied_key_and_the_config_elsewhere():
+  """hparams.step_values: the varied key reads the replica's value, every other loss key the
+  config (or its default where the config lacks the group); a varied learning rate never
+  reaches the objective (it scales the updates)."""
   from configs import base  # pylint: disable=import-outside-toplevel
-  from dlvhd_jax import baselines, hparams, objectives  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax import hparams  # pylint: disable=import-outside-toplevel
   cfg = base.get_base_config()
-  for key, read in [
-      ('loss.distill_weight', lambda c: c.loss.distill_weight),
-      ('loss.temperature', objectives.temperature),
-      ('uda.afn.weight', lambda c: baselines._hp(c, 'afn', 'weight')),  # pylint: disable=protected-access
-      ('uda.dan.weight', lambda c: c['uda']['dan'].get('weight')),
-  ]:
+  cfg.loss.distill_weight = 0.3
+  assert hparams.step_values(cfg) == {k: (0.3 if k == 'loss.distill_weight' else
+                                          float(cfg[k.split('.')[0]][k.split('.')[1]] if
+                                                k.startswith('loss') else
+                                                cfg.uda[k.split('.')[1]].weight))
+                                      for k in hparams.LOSS_KEYS}
+  for key in hparams.LOSS_KEYS:
     cfg.vary.key = key
     value = jax.numpy.float32(0.125)
-    view = hparams.overlay(cfg, value)
-    assert read(view) is value
-    assert view.loss.get('temperature') == cfg.loss.temperature or key == 'loss.temperature'
-    assert view.uda.dan.num_kernels == 5 and view.train.batch_size == cfg.train.batch_size
-  del cfg.uda['afn']  # a config without the group: _hp's default path
-  cfg.vary.key = 'uda.afn.weight'
-  assert baselines._hp(hparams.overlay(cfg, 7.0), 'afn', 'weight') == 7.0  # pylint: disable=protected-access
-  cfg.vary.key = 'train.learning_rate'  # enters through the updates, not the objectives
-  assert hparams.overlay(cfg, 9.0) is cfg
+    got = hparams.step_values(cfg, value)
+    assert got[key] is value
+    assert all(isinstance(v, float) for k, v in got.items() if k != key)
+  del cfg.uda['afn']  # a config without the group reads the default
+  cfg.vary.key = ''
+  assert hparams.step_values(cfg)['uda.afn.weight'] == hparams.VECTORIZABLE['uda.afn.weight']
+  cfg.vary.key = 'train.learning_rate'
+  assert hparams.LEARNING_RATE not in hparams.step_values(cfg, jax.numpy.float32(9.0))
+  assert all(isinstance(v, float) for v in hparams.step_values(cfg, jax.numpy.float32(9.0)).values())
 
 
 def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):

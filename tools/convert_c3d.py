@@ -1,6 +1,6 @@
 """Converts published PyTorch C3D weights to the .npz the extractor loads without PyTorch.
 
-  python -m dlvhd_jax.convert_c3d --input c3d.pickle --output c3d_params.npz
+  python -m tools.convert_c3d --input c3d.pickle --output c3d_params.npz
 
 Reads either published layout (c3d-pretrained.pth: `features.N.*` / `classifier.N.*`;
 the Sports-1M c3d.pickle: `conv1.* ... fc7.*`). PyTorch is needed here only

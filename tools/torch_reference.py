@@ -1,7 +1,7 @@
 """The published regime, for comparison: eager PyTorch, one set per step, the three sets one
 after another. Run by hand (needs torch, a test-only dependency):
 
-  python -m dlvhd_jax.torch_reference --width=4096 --steps=3
+  python -m tools.torch_reference --width=4096 --steps=3
 
 Prints one JSON line with the same fields as `--mode=benchmark` where they apply. The model
 is SPEC's (pre-LN nn.TransformerEncoder, GELU, dropout 0.5, two scoring heads), the step
