@@ -267,7 +267,7 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
       'num_source_val_videos': len(data.source_val),
       'num_source_train_videos': len(data.source_train),
       'num_target_train_videos': len(data.target_train),
-      'devices': jax.device_count(),
+      'devices': int(mesh.devices.size),
       'train_wall_s': round(t_train, 2) if mode == 'train' else None,
       'wall_s': round(time.perf_counter() - t0, 2),
   })

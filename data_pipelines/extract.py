@@ -175,7 +175,7 @@ def make_step(dtype: str):
 def _shardings(batch_size: int):
   """(replicated, batch-sharded) over this process's devices (each process extracts its own
   videos), and the batch rounded up to them."""
-  mesh = parallel.make_mesh(jax.local_devices())
+  mesh = parallel.make_mesh(parallel.default_devices(local=True))
   n = mesh.devices.size
   return parallel.replicated(mesh), parallel.batch_sharded(mesh), -(-max(1, batch_size) // n) * n
 
@@ -373,7 +373,7 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
     print('warning: RANDOM C3D weights (allow_random_weights=True): features are for tests '
           'and benchmarks only', file=sys.stderr)
   print(f'{len(jobs)} videos, {len(jobs) - len(todo)} already extracted, {len(todo)} to do; '
-        f'{jax.local_device_count()} {jax.default_backend()} device(s), {cfg.dtype}',
+        f'{len(parallel.default_devices(local=True))} {jax.default_backend()} device(s), {cfg.dtype}',
         file=sys.stderr)
   failures = []
 
@@ -433,7 +433,7 @@ def run_extraction_benchmark(cfg, workdir: str) -> dict:
   peak = c3d.matmul_peak_flops(cfg.dtype, size, sharded)
   flops = c3d.flops_per_clip()
   result = {
-      'devices': [str(d) for d in jax.local_devices()], 'backend': jax.default_backend(),
+      'devices': [str(d) for d in sharded.mesh.devices.flat], 'backend': jax.default_backend(),
       'dtype': cfg.dtype, 'batch_size': batch, 'random_weights': source['random_weights'],
       'compute_clips': n_batches * batch, 'compute_s': round(compute_s, 3),
       'compute_clips_per_s': round(rate, 2), 'clips_per_s': round(rate, 2),

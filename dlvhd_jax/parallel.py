@@ -11,6 +11,8 @@ the same step.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -21,9 +23,29 @@ FSDP_AXIS = 'fsdp'
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # the set (batch) axis is split over both
 
 
+NUM_DEVICES_ENV = 'DLVHD_NUM_DEVICES'
+
+
+def default_devices(local: bool = False) -> list:
+  """Every global (or this process's) device; with DLVHD_NUM_DEVICES=n only the first n, in a
+  single-process run (a 1- vs n-device comparison in one process: the test suite runs its
+  1-, 2- and 8-device meshes over 8 fake CPU devices this way)."""
+  devices = jax.local_devices() if local else jax.devices()
+  n = os.environ.get(NUM_DEVICES_ENV, '').strip()
+  if not n:
+    return devices
+  if not n.isdigit() or not 1 <= int(n) <= len(devices):
+    raise UserInputError(f'{NUM_DEVICES_ENV}={n!r} is not a device count between 1 and '
+                         f'{len(devices)}: set it to one or unset it')
+  if jax.process_count() > 1:
+    raise UserInputError(f'{NUM_DEVICES_ENV} applies to single-process runs; unset it for this '
+                         f'{jax.process_count()}-process run')
+  return devices[:int(n)]
+
+
 def make_mesh(devices=None, fsdp: int = 1) -> Mesh:
-  """[len(devices) / fsdp, fsdp] mesh over `devices` (default: every global device)."""
-  devices = jax.devices() if devices is None else devices
+  """[len(devices) / fsdp, fsdp] mesh over `devices` (default: default_devices())."""
+  devices = default_devices() if devices is None else devices
   n, fsdp = len(devices), int(fsdp)
   if fsdp < 1 or n % fsdp:
     raise UserInputError(f'config.mesh.fsdp={fsdp} does not divide the {n} devices: use a '

@@ -1,14 +1,30 @@
-"""Shared test helpers: repo on sys.path, the ../shared data folder, launch.py in a subprocess."""
+"""Shared test helpers: repo on sys.path, the ../shared data folder, launch.py in a subprocess.
+
+This process sees 8 fake CPU devices (set before any test touches jax), and its meshes use
+only the first one unless a test asks for more (parallel.make_mesh(jax.devices()[:n]) or
+DLVHD_NUM_DEVICES): the 1-, 2-, 4- and 8-device comparisons run in one process instead of
+one interpreter per device count. Subprocesses get their own device count (run_launch).
+"""
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from dlvhd_jax import compile_cache  # noqa: E402  pylint: disable=wrong-import-position
+
+FAKE_DEVICES = 8
+jax.config.update('jax_num_cpu_devices', FAKE_DEVICES)
+os.environ['DLVHD_NUM_DEVICES'] = '1'
+# Every test (and every launch.py it starts, through the config's default) shares one
+# persistent compilation cache: the same tiny programs compile once per machine.
+compile_cache.enable(compile_cache.DEFAULT)
+
 SHARED_DATA = os.path.join(REPO, '..', 'shared', 'data')
 YOUTUBE = os.path.join(SHARED_DATA, 'youtube_highlights')
-sys.path.insert(0, REPO)
 
 
 @pytest.fixture
@@ -18,12 +34,19 @@ def youtube_root():
   return YOUTUBE
 
 
-def run_launch(args, *, devices: int | None = None, timeout: float = 600, env=None):
-  """Runs launch.py in a fresh interpreter (optionally with N fake CPU devices)."""
-  e = dict(os.environ, **(env or {}))
-  e['PYTHONPATH'] = REPO
+def subprocess_env(devices: int | None = None, **extra) -> dict:
+  """The environment of a launch.py subprocess: the repo on PYTHONPATH, and `devices` fake
+  CPU devices, every one of them in its meshes (default: 1 device)."""
+  e = dict(os.environ, PYTHONPATH=REPO, **extra)
+  e.pop('DLVHD_NUM_DEVICES', None)
   if devices:
     e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return e
+
+
+def run_launch(args, *, devices: int | None = None, timeout: float = 600, env=None):
+  """Runs launch.py in a fresh interpreter (optionally with N fake CPU devices)."""
+  e = subprocess_env(devices, **(env or {}))
   return subprocess.run([sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args],
                         cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout)
 

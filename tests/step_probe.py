@@ -1,26 +1,25 @@
-"""Runs a few train steps on every visible device and saves loss + params.
+"""Runs a few train steps on the first n devices and returns loss + params, in this process.
 
-Used by test_parallel.py / test_seeds.py in subprocesses with different fake device counts
-(XLA_FLAGS=--xla_force_host_platform_device_count=N must be set before jax starts):
-  step_probe.py OUT METHOD STEPS_PER_DISPATCH     one run
-  step_probe.py OUT METHOD seeds                  R = 3 vectorized seeds vs 3 standalone runs
-  step_probe.py OUT METHOD fsdpK                  one run, parameters sharded K ways (mesh.fsdp)
+Used by test_parallel.py / test_seeds.py, which compare meshes of 1, 2 and 8 of the fake CPU
+devices tests/conftest.py gives the test process:
+  run(method, devices, steps_per_dispatch, fsdp)   one run
+  seeds_vs_standalone(method, devices=...)         R = 3 vectorized seeds vs 3 standalone runs
+  vary_vs_standalone(method, key, values)          config.vary replicas vs standalone runs
 """
-import os
-import sys
+import functools
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import base  # noqa: E402
-from dlvhd_jax import methods, parallel, sampling  # noqa: E402
+from configs import base
+from dlvhd_jax import methods, parallel, sampling
 from dlvhd_jax import optimizer, replica_axis, train_step
 
 
-def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple, fsdp: int = 1):
-  """A tiny config and five random videos -> (cfg, features, device banks, objective, mesh)."""
+def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple, fsdp: int = 1,
+          devices: int = 1):
+  """A tiny config and five random videos -> (cfg, features, device banks, objective, mesh
+  over the first `devices` devices)."""
   cfg = base.get_base_config()
   cfg.method = method
   cfg.model.width, cfg.model.depth, cfg.model.num_heads = width, depth, num_heads
@@ -34,20 +33,23 @@ def setup(method: str, width: int, depth: int, num_heads: int, head_dims: tuple,
   labels = [rng.choice([-1.0, 1.0], L) for L in lengths]
   source = sampling.make_bank(feats, labels)
   target = sampling.make_bank([f + 0.5 for f in feats], None)
-  mesh = parallel.make_mesh(fsdp=fsdp)
+  mesh = parallel.make_mesh(jax.devices()[:devices], fsdp=fsdp)
   rep = parallel.replicated(mesh)
   banks = (jax.device_put(source, rep), jax.device_put(target, rep))
   return cfg, feats, banks, methods.get_objective(method), mesh
 
 
-def main(out_path: str, method: str, steps_per_dispatch: int, fsdp: int = 1):
-  cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8), fsdp)
+@functools.lru_cache(maxsize=None)  # several tests compare against the same run
+def run(method: str, devices: int, steps_per_dispatch: int = 1, fsdp: int = 1) -> dict:
+  """6 steps of a width-32 model -> {'losses': [6], 'devices', 'state_bytes' (parameters and
+  optimizer state on one device), 'p0', 'p1', ...: parameter leaves}."""
+  cfg, _, (src, tgt), objective, mesh = setup(method, 32, 2, 4, (16, 8), fsdp, devices)
   schedule = optimizer.make_schedule(cfg, src.num_segments)
   tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
   graphdef, state = train_step.init_state(cfg, 12, objective, tx, mesh)
   layout = jax.tree.map(lambda x: x.sharding, state)
   step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 8, steps_per_dispatch,
-                               state_sharding=layout)
+                                    state_sharding=layout)
   state_bytes = parallel.bytes_per_device((state.params, state.opt_state))
   losses = []
   for _ in range(6 // steps_per_dispatch):
@@ -56,8 +58,8 @@ def main(out_path: str, method: str, steps_per_dispatch: int, fsdp: int = 1):
   leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
   # The layout survives the steps.
   assert jax.tree.map(lambda x: x.sharding, state) == layout
-  np.savez(out_path, losses=np.array(losses), devices=jax.device_count(), state_bytes=state_bytes,
-           **{f'p{i}': x for i, x in enumerate(leaves)})
+  return {'losses': np.array(losses), 'devices': mesh.devices.size, 'state_bytes': state_bytes,
+          **{f'p{i}': x for i, x in enumerate(leaves)}}
 
 
 def _probe_runs(cfg, feats, src, tgt, objective, mesh, seed_list):
@@ -87,8 +89,8 @@ def _probe_runs(cfg, feats, src, tgt, objective, mesh, seed_list):
   return out
 
 
-def _probe_setup(method):
-  cfg, feats, (src, tgt), objective, mesh = setup(method, 16, 1, 2, (8,))
+def _probe_setup(method, devices=1):
+  cfg, feats, (src, tgt), objective, mesh = setup(method, 16, 1, 2, (8,), devices=devices)
   cfg.model.dropout = 0.2
   cfg.eval.batch_size = 16
   return cfg, feats, src, tgt, objective, mesh
@@ -101,15 +103,23 @@ def _paired(vec, alone) -> dict:
           'scores': (vec_scores, np.stack([a[2] for a in alone]))}
 
 
-def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5) -> dict:
-  """Trains R vectorized seeds and R standalone runs (seed + r) for 4 steps, then scores a
-  few videos with both; -> {'losses': ([4, R], [4, R]), 'params': [(vec, alone), ...],
-  'scores': ([R, T], [R, T])}."""
+@functools.lru_cache(maxsize=None)
+def standalone(method: str, seeds: tuple) -> list:
+  """One 1-device run per seed (_probe_runs' layout); shared by the tests that compare
+  vectorized seeds on 1 and on 8 devices against them."""
   cfg, *rest = _probe_setup(method)
+  cfg.num_seeds = 1
+  return _probe_runs(cfg, *rest, list(seeds))
+
+
+def seeds_vs_standalone(method: str, num_seeds: int = 3, seed: int = 5, devices: int = 1) -> dict:
+  """Trains R vectorized seeds with the sets split over `devices` devices and R standalone
+  1-device runs (seed + r) for 4 steps, then scores a few videos with both; -> {'losses':
+  ([4, R], [4, R]), 'params': [(vec, alone), ...], 'scores': ([R, T], [R, T])}."""
+  cfg, *rest = _probe_setup(method, devices)
   cfg.num_seeds = num_seeds
   vec = _probe_runs(cfg, *rest, [seed])
-  cfg.num_seeds = 1
-  return _paired(vec, _probe_runs(cfg, *rest, [seed + r for r in range(num_seeds)]))
+  return _paired(vec, standalone(method, tuple(seed + r for r in range(num_seeds))))
 
 
 def vary_vs_standalone(method: str, key: str, values, num_seeds: int = 2, seed: int = 5) -> dict:
@@ -126,18 +136,3 @@ def vary_vs_standalone(method: str, key: str, values, num_seeds: int = 2, seed: 
     sweep.set_path(cfg, key, v)
     alone += _probe_runs(cfg, *rest, [seed + r for r in range(num_seeds)])
   return _paired(vec, alone)
-
-
-if __name__ == '__main__':
-  if sys.argv[3] == 'seeds':  # METHOD may be several, comma-separated: one file each
-    for m in sys.argv[2].split(','):
-      got = seeds_vs_standalone(m)
-      np.savez(f'{sys.argv[1]}.{m}.npz', devices=jax.device_count(), vec_losses=got['losses'][0],
-               alone_losses=got['losses'][1], vec_scores=got['scores'][0],
-               alone_scores=got['scores'][1],
-               **{f'v{i}': v for i, (v, _) in enumerate(got['params'])},
-               **{f'a{i}': a for i, (_, a) in enumerate(got['params'])})
-  elif sys.argv[3].startswith('fsdp'):
-    main(sys.argv[1], sys.argv[2], 1, fsdp=int(sys.argv[3][4:]))
-  else:
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, run_launch, tiny_overrides
+from conftest import REPO, run_launch, subprocess_env, tiny_overrides
 from data_pipelines import synthetic
 
 
@@ -26,8 +26,7 @@ def start_processes(args, num_processes: int, devices_each: int, env=None, env_o
   """Starts `num_processes` launch.py processes of one run on 127.0.0.1 -> their Popens.
   `env_of`: {process id: extra environment of that process only}."""
   port = free_port()
-  e = dict(os.environ, PYTHONPATH=REPO, **(env or {}),
-           XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
+  e = subprocess_env(devices_each, **(env or {}))
   return [subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'launch.py'), '--noprogress', *args,
        f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',

@@ -1,40 +1,24 @@
 """The data-parallel step: 1 device and 8 (fake CPU) devices compute the same training."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import REPO
-
-PROBE = os.path.join(REPO, 'tests', 'step_probe.py')
+import step_probe
 
 
-_PROBES = {}
-
-
-def run_probe(tmp_path, devices, method, k):
+def run_probe(devices, method, k):
   """k: steps per dispatch, or 'fsdpK' for one step per dispatch with mesh.fsdp = K. Each
   probe runs once per session (several tests compare against the same 1-device run)."""
-  if (devices, method, k) in _PROBES:
-    return _PROBES[devices, method, k]
-  out = tmp_path / f'{method}_{devices}_{k}.npz'
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, PROBE, str(out), method, str(k)], env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  _PROBES[devices, method, k] = dict(np.load(out))
-  return _PROBES[devices, method, k]
+  if isinstance(k, str):
+    return step_probe.run(method, devices, 1, int(k[4:]))
+  return step_probe.run(method, devices, k)
 
 
 # DL-VHD's step holds every part the SL-module's has (plus target and mixed sets, two heads);
 # the SL-module's step on 8 devices also runs in tests/test_seeds.py (seeds vs standalone).
 @pytest.mark.parametrize('method', ['dlvhd'])
-def test_one_and_eight_devices_give_the_same_steps(tmp_path, method):
-  one = run_probe(tmp_path, 1, method, 1)
-  eight = run_probe(tmp_path, 8, method, 1)
+def test_one_and_eight_devices_give_the_same_steps(method):
+  one = run_probe(1, method, 1)
+  eight = run_probe(8, method, 1)
   assert int(one['devices']) == 1 and int(eight['devices']) == 8
   assert len(one['losses']) == 6
   # Losses must move (the run trains), and agree across layouts up to summation order.
@@ -46,19 +30,19 @@ def test_one_and_eight_devices_give_the_same_steps(tmp_path, method):
     np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-def test_scanned_dispatch_equals_one_step_per_call(tmp_path):
-  single = run_probe(tmp_path, 2, 'dlvhd', 1)
-  scanned = run_probe(tmp_path, 2, 'dlvhd', 3)
+def test_scanned_dispatch_equals_one_step_per_call():
+  single = run_probe(2, 'dlvhd', 1)
+  scanned = run_probe(2, 'dlvhd', 3)
   np.testing.assert_allclose(scanned['losses'], single['losses'], rtol=1e-5, atol=1e-7)
   for k in (k for k in single if k.startswith('p')):
     np.testing.assert_allclose(scanned[k], single[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_fsdp_sharded_parameters_give_the_same_steps_with_less_state_per_device(tmp_path):
+def test_fsdp_sharded_parameters_give_the_same_steps_with_less_state_per_device():
   """8 devices as a 2 (data) x 4 (fsdp) mesh train exactly as 1 device does, holding about a
   quarter of the parameters and optimizer state per device."""
-  one = run_probe(tmp_path, 1, 'dlvhd', 1)
-  fsdp = run_probe(tmp_path, 8, 'dlvhd', 'fsdp4')
+  one = run_probe(1, 'dlvhd', 1)
+  fsdp = run_probe(8, 'dlvhd', 'fsdp4')
   np.testing.assert_allclose(fsdp['losses'], one['losses'], rtol=2e-5, atol=1e-7)
   for k in (k for k in one if k.startswith('p')):
     np.testing.assert_allclose(fsdp[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
