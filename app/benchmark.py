@@ -135,7 +135,7 @@ def run(cfg, workdir: str) -> dict:
   encoder_passes, head_passes = objective.passes
   r = replica_axis.num_seeds(cfg)
   step_flops = (flops(0) * encoder_passes + (flops(1) - flops(0)) * head_passes) * batch * r
-  peak = measure_matmul_peak(dtype, mesh)
+  peak = measure_matmul_peak(dtype, mesh, int(cfg.benchmark.get('matmul_size', 0)) or None)
   params = int(sum(x.size for x in jax.tree.leaves(state.params))) // r
   peak_mem, mem_src = _peak_memory(compiled)
 

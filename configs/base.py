@@ -151,4 +151,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.benchmark.num_videos = 64
   c.benchmark.segments_per_video = 64
   c.benchmark.eval_windows = 2048
+  # Side of the square matmul whose speed is the measured peak (`mfu`); 0 = 4096 on CPUs,
+  # 16384 on accelerators.
+  c.benchmark.matmul_size = 0
   return c

@@ -4,6 +4,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 from conftest import run_launch, tiny_overrides
 
@@ -56,6 +57,7 @@ def _checkpoints(workdir):
   return sorted(int(x.name) for x in d.iterdir() if x.name.isdigit()) if d.is_dir() else []
 
 
+@pytest.mark.slow
 def test_killed_and_preempted_runs_resume_exactly(tmp_path):
   """SIGKILL (resume from the last periodic checkpoint) and SIGTERM (save now, exit 143, one
   line) both end in exactly the uninterrupted run's results, with no duplicate log lines.

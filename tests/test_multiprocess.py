@@ -64,6 +64,7 @@ def _args(root, wd, **kw):
           *tiny_overrides(**{'train.num_steps': 10, **kw})]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, root):
   """2 processes x 2 devices = 1 process x 4 devices (losses, scores, mAP); the 2 x 2 run's
   step-10 checkpoint, resumed by 1 x 1, ends where the 2 x 2 run ends (orbax reshards on
@@ -115,6 +116,7 @@ def test_partial_distributed_flags_are_one_line(tmp_path, root):
   assert r.returncode == 2 and r.stderr.strip().startswith('error: --coordinator_address')
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root):
   """Also FSDP across processes: the 2 x 2 run shards its parameters 4 ways (mesh.fsdp=4) and
   ends where the replicated 1 x 4 run does. Process 1 sends itself SIGTERM after step 4
@@ -147,6 +149,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_p
     np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_stops_the_others_within_the_heartbeat_timeout(tmp_path, root):
   wd = tmp_path / 'dies'
   procs = start_processes(_args(root, wd, **{'train.num_steps': 5000, 'train.steps_per_dispatch': 1,

@@ -15,6 +15,7 @@ def run_probe(devices, method, k):
 
 # DL-VHD's step holds every part the SL-module's has (plus target and mixed sets, two heads);
 # the SL-module's step on 8 devices also runs in tests/test_seeds.py (seeds vs standalone).
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['dlvhd'])
 def test_one_and_eight_devices_give_the_same_steps(method):
   one = run_probe(1, method, 1)
@@ -30,6 +31,7 @@ def test_one_and_eight_devices_give_the_same_steps(method):
     np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_scanned_dispatch_equals_one_step_per_call():
   single = run_probe(2, 'dlvhd', 1)
   scanned = run_probe(2, 'dlvhd', 3)
@@ -63,6 +65,7 @@ def test_fsdp_layout_rule():
   assert parallel.fsdp_spec((2048, 256), 1) == P()
 
 
+@pytest.mark.slow
 def test_fsdp_run_with_seeds_equals_the_replicated_run(tmp_path):
   """launch.py end to end on 4 devices: training, checkpoints, source validation and test
   scoring of 2 vectorized seeds with parameters sharded 4 ways equal the replicated run; a

@@ -174,6 +174,7 @@ def _decode(path, width=None, height=None):
   return np.array([t for t, _ in pairs]), np.stack([x for _, x in pairs])
 
 
+@pytest.mark.slow
 @needs_videos
 def test_predict_real_videos(video_run, capsys):
   out = video_run['out']
@@ -225,12 +226,14 @@ def test_predict_real_videos(video_run, capsys):
   assert os.path.getmtime(os.path.join(out, 'bikes.json')) == mtime
 
 
+@pytest.mark.slow
 @needs_videos
 def test_index_renders_in_a_browser(video_run):
   seen = _probe_page(os.path.join(video_run['out'], 'index.html'))
   assert seen == {'imgs': 2, 'ok_imgs': 2, 'vids': 2, 'ok_vids': 2}
 
 
+@pytest.mark.slow
 @needs_videos
 def test_detector_api_matches_the_command(video_run, tmp_path):
   det = detector.HighlightDetector.from_workdir(video_run['run'])

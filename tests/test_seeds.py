@@ -31,6 +31,7 @@ def test_each_vectorized_seed_equals_its_standalone_run(method):
   _assert_same(step_probe.seeds_vs_standalone(method))
 
 
+@pytest.mark.slow
 def test_vectorized_seeds_on_eight_devices():
   """The same three methods with the sets split over 8 (fake CPU) devices: each replica
   equals its standalone 1-device run."""
@@ -181,6 +182,7 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
   return [tuple(k.reshape(-1).tolist()) for k in used]
 
 
+@pytest.mark.slow
 def test_no_key_is_shared_between_seeds_or_purposes(monkeypatch):
   """Initialization, sampled sets and dropout of seeds 0, 1, 2: all keys distinct. v1's
   derivation is kept for its old numbers, and this test sees its overlap: seed s's training

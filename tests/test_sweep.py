@@ -42,6 +42,7 @@ def _args(config, workdir, data):
           *tiny_overrides(**{'train.num_steps': 10, 'train.checkpoint_every_steps': 10})]
 
 
+@pytest.mark.slow
 def test_methods_table_and_resume(tmp_path, sweep_config):
   """Two seeds per cell (one vectorized program each): intervals, the paired comparison
   with source-only, and bold only where a row is significantly best."""
