@@ -67,8 +67,15 @@ def init_state(cfg, in_dim: int, objective: objectives.Objective, tx, mesh,
     return state
 
   def build():
-    states = [one(v, s) for v, s in pairs]
-    return states[0] if len(states) == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    if len(pairs) == 1:
+      return one(*pairs[0])
+    # One vmap over the replicas' seeds (and values) writes each leaf straight into its
+    # stacked [R, ...] output; a list of replicas then jnp.stack kept a second copy of the
+    # state as temporaries. Random draws under vmap are the per-key draws, bit for bit.
+    seeds = jnp.asarray([s for _, s in pairs], jnp.int32)
+    if pairs[0][0] is None:
+      return jax.vmap(lambda s: one(None, s))(seeds)
+    return jax.vmap(one)(jnp.asarray([v for v, _ in pairs], jnp.float32), seeds)
 
   graphdef = nnx.graphdef(nnx.eval_shape(
       lambda: model_lib.build_model(cfg, in_dim, objective.heads, 0)))

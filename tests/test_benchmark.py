@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from conftest import run_launch
 
 KEYS = ('step_time_s', 'sets_per_s', 'segments_per_s', 'train_tflop_per_step', 'achieved_tflops',
         'peak_tflops', 'mfu', 'compile_s', 'eval_windows_per_s', 'eval_mfu', 'devices', 'dtype',
@@ -13,16 +12,21 @@ KEYS = ('step_time_s', 'sets_per_s', 'segments_per_s', 'train_tflop_per_step', '
 # The DL-VHD step on 2 devices covers the most (three set kinds, two heads, a mesh); the
 # single-device SL path is the same code with fewer of each.
 @pytest.mark.parametrize('method,devices', [('dlvhd', 2)])
-def test_benchmark_json(tmp_path, method, devices):
-  proc = run_launch(['--config=configs/youtube_surfing.py', f'--workdir={tmp_path}', '--mode=benchmark',
+def test_benchmark_json(tmp_path, method, devices, monkeypatch, capsys):
+  """In this process, on the first `devices` of its fake CPU devices."""
+  import launch  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv('DLVHD_NUM_DEVICES', str(devices))
+  capsys.readouterr()
+  code = launch.main(['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={tmp_path}', '--mode=benchmark',
                      f'--config.method={method}', '--config.model.width=64', '--config.model.depth=2',
                      '--config.model.num_heads=4', '--config.benchmark.feature_dim=48',
                      '--config.benchmark.batch_size=4', '--config.benchmark.num_steps=4',
                      '--config.train.steps_per_dispatch=2', '--config.benchmark.num_videos=6',
                      '--config.benchmark.segments_per_video=30', '--config.eval.batch_size=64',
-                     '--config.benchmark.eval_windows=256'], devices=devices)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
+                     '--config.benchmark.eval_windows=256', '--config.benchmark.matmul_size=256'])
+  out = capsys.readouterr()
+  assert code == 0, out.err[-3000:]
+  lines = [l for l in out.out.splitlines() if l.startswith('{')]
   assert len(lines) == 1
   res = json.loads(lines[0])
   assert set(KEYS) <= set(res)
