@@ -157,7 +157,25 @@ def main(argv) -> int:
     return 2
 
 
-if __name__ == '__main__':
+def _installed_config(arg: str) -> str:
+  """`--config=configs/x.py[:preset]` names the shipped config when no such file is in the
+  working directory (the `dlvhd` command run from anywhere after `pip install`)."""
+  if not arg.startswith('--config='):
+    return arg
+  path, sep, preset = arg[len('--config='):].partition(':')
+  if os.path.exists(path) or not path.startswith('configs/'):
+    return arg
+  import configs  # pylint: disable=g-import-not-at-top
+  shipped = os.path.join(os.path.dirname(configs.__file__), path[len('configs/'):])
+  return f'--config={shipped}{sep}{preset}' if os.path.exists(shipped) else arg
+
+
+def run():
+  """The `dlvhd` command (pyproject.toml) and `python launch.py`."""
   # absl logging (used by orbax and our loaders) expects parsed global flags.
   flags.FLAGS.mark_as_parsed()
-  sys.exit(main(sys.argv))
+  sys.exit(main([sys.argv[0], *map(_installed_config, sys.argv[1:])]))
+
+
+if __name__ == '__main__':
+  run()

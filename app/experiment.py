@@ -26,6 +26,7 @@ from dlvhd_jax import model as model_lib
 from dlvhd_jax.checkpoint import video_digest
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 from dlvhd_jax.files import is_primary, write_json, write_npz
+from dlvhd_jax.metrics_log import MetricsWriter
 
 _BANK_DTYPES = {'float32': np.float32, 'bfloat16': jnp.bfloat16, 'float16': np.float16}
 
@@ -283,6 +284,11 @@ def run(cfg, workdir: str, mode: str = 'train', show_progress: bool = True) -> d
     results['last_step'] = {k: summary[k] for k in ('map', 'map_ci95', 'map_umt', 'map_umt_ci95')}
   write_npz(os.path.join(workdir, 'test_scores.npz'), dict(zip(vids, scores)))
   write_json(os.path.join(workdir, 'results.json'), results)
+  # The test mAP beside the training curves in TensorBoard (mean and one tag per seed).
+  tb = MetricsWriter(workdir)
+  tb.scalars(results['steps'], {'test_map': results['map'],
+                                'test_map_per_seed': [r['map'] for r in results.get('per_seed', [])]})
+  tb.close()
   ci = lambda k: f" ± {results[k + '_ci95']:.4f}" if results[k + '_ci95'] is not None else ''
   if is_primary():
     headline = (f"top-5 mAP {results['map']:.4f}{ci('map')}" if metric == 'top5_map' else

@@ -8,8 +8,6 @@ resuming it with another config is refused.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import threading
@@ -24,40 +22,12 @@ from dlvhd_jax import distributed, hparams, parallel, sampling
 from dlvhd_jax import objectives
 from dlvhd_jax.checkpoint import Checkpointer, run_fingerprint
 from dlvhd_jax.errors import NonFiniteError, Preempted, UserInputError
-from dlvhd_jax.files import is_primary, write_atomic, writing
+from dlvhd_jax.files import is_primary
+from dlvhd_jax.metrics_log import MetricsWriter
 from dlvhd_jax.replica_axis import num_replicas, replica_name
 from dlvhd_jax.optimizer import Schedule, make_optimizer, make_schedule
 from dlvhd_jax.train_step import (current_step, diverged_replicas, init_state, keep_best,
                             make_train_step, selects_best)
-
-
-class MetricsWriter:
-  """One JSON line per log interval in <workdir>/metrics.jsonl (non-finite values as null)."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-
-  def truncate_after(self, step: int) -> None:
-    """Drops the lines of steps past `step` (a resumed run logs them again)."""
-    if not is_primary() or not os.path.isfile(self.path):
-      return
-    kept = []
-    with open(self.path) as f:
-      for line in f:
-        try:
-          if int(json.loads(line)['step']) <= step:
-            kept.append(line if line.endswith('\n') else line + '\n')
-        except (ValueError, KeyError, TypeError):
-          continue  # a line cut short by a kill
-    write_atomic(self.path, ''.join(kept))
-
-  def write(self, record: dict) -> None:
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-             for k, v in record.items()}
-    if not is_primary():
-      return
-    with writing(self.path), open(self.path, 'a') as f:
-      f.write(json.dumps(clean) + '\n')
 
 
 class StopSignals:
@@ -179,8 +149,11 @@ def fit(cfg, workdir: str, source: sampling.SegmentBank, target: sampling.Segmen
     if on_start is not None:
       on_start(start)
     validate = make_validator(graphdef) if make_validator is not None else None
-    state = _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn,
-                        schedule, ckpt, fingerprint, writer, show_progress, validate)
+    try:
+      state = _train_loop(cfg, state, source, target, objective, mesh, graphdef, tx, lr_fn,
+                          schedule, ckpt, fingerprint, writer, show_progress, validate)
+    finally:
+      writer.close()
   finally:
     ckpt.close()
   return graphdef, state

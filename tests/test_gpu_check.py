@@ -28,7 +28,8 @@ POSITIVE = {
 
 def _env(**extra):
   # A subprocess sees all its devices (the suite's DLVHD_NUM_DEVICES is for this process).
-  env = {**os.environ, 'PYTHONPATH': REPO, **extra}
+  # The script runs `python`: this interpreter, whatever is first on PATH.
+  env = {**os.environ, 'PYTHONPATH': REPO, 'PYTHON': sys.executable, **extra}
   env.pop('DLVHD_NUM_DEVICES', None)
   return env
 

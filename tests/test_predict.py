@@ -99,6 +99,18 @@ def test_npy_input_streams_and_mismatch(synthetic_run, tmp_path, capsys):
   assert len(err) == 1 and 'did not make' in err[0] and '.npy' in err[0]
 
 
+def test_npy_index_renders_in_a_browser(synthetic_run, tmp_path):
+  """index.html of a feature-file prediction (no ../shared needed, so CI's browser runs it):
+  every image loads in headless Chromium."""
+  np.save(tmp_path / 'clip.npy', np.random.RandomState(1).randn(12, 64).astype(np.float32))
+  out = tmp_path / 'out'
+  assert _main('--config=configs/demo.py', f'--workdir={synthetic_run}', '--mode=predict',
+               f'--config.predict.output_dir={out}', f'--config.predict.inputs={tmp_path / "clip.npy"}',
+               '--config.predict.segment_seconds=2') == 0
+  seen = _probe_page(str(out / 'index.html'))
+  assert seen['imgs'] >= 1 and seen['ok_imgs'] == seen['imgs'] and seen['vids'] == 0, seen
+
+
 # ------------------------------------------------------------------ real videos, end to end
 
 def _probe_page(index_html: str) -> dict:

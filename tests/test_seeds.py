@@ -138,13 +138,10 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
   cfg.model.variant = variant
   cfg.model.width, cfg.model.depth, cfg.model.num_heads, cfg.model.head_dims = 8, 1, 2, (8,)
   cfg.train.batch_size, cfg.sampling.set_size, cfg.num_seeds = 2, 4, 3
-  init_keys, drawn = {}, []
-  real_seed_keys, real_step_keys = keys.seed_keys, keys.step_keys
-
-  def seed_keys(v, seed):
-    with jax.ensure_compile_time_eval():  # init_state builds the state inside jit
-      init_keys[seed] = real_seed_keys(v, seed)
-    return real_seed_keys(v, seed)
+  # Seed s's keys; that the run really starts from them is checked below (its training key
+  # and its initial parameters).
+  init_keys, drawn = {s: keys.seed_keys(variant, s) for s in range(3)}, []
+  real_step_keys = keys.step_keys
 
   def step_keys(train_key, step):
     out = real_step_keys(train_key, step)
@@ -153,7 +150,6 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
     jax.debug.callback(lambda *ks: drawn.extend(np.asarray(k) for k in ks),
                        *(jax.random.key_data(k) for k in every))
     return out
-  monkeypatch.setattr(keys, 'seed_keys', seed_keys)
   monkeypatch.setattr(keys, 'step_keys', step_keys)
   rng = np.random.RandomState(0)
   bank = sampling.make_bank([rng.randn(6, 4).astype(np.float32) for _ in range(3)],
@@ -163,18 +159,20 @@ def _keys_of_a_three_seed_run(variant, monkeypatch, steps=3):
   schedule = optimizer.make_schedule(cfg, bank.num_segments)
   tx, lr_fn = optimizer.make_optimizer(cfg, schedule)
   graphdef, state = train_step.init_state(cfg, 4, objective, tx, mesh)
+  initial = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
   step = train_step.make_train_step(graphdef, tx, lr_fn, objective, cfg, mesh, 2)
   for _ in range(steps):
     state, _ = step(state, bank, bank)
   jax.effects_barrier()
-  assert sorted(init_keys) == [0, 1, 2] and len(drawn) == 3 * 3 * steps
+  assert len(drawn) == 3 * 3 * steps
   # The run really starts from these keys: each replica's training key and parameters.
   for r, (init_key, train_key) in init_keys.items():
     np.testing.assert_array_equal(np.asarray(jax.device_get(state.key))[r],
                                   np.asarray(jax.random.key_data(train_key)))
-    want = nnx.split(model_lib.build_model(cfg, 4, objective.heads, init_key))[1]
-    first = jax.tree.leaves(want)[0]
-    assert first.shape == jax.tree.leaves(state.params)[0].shape[1:]
+    want = jax.tree.leaves(nnx.split(model_lib.build_model(cfg, 4, objective.heads, init_key))[1])
+    assert len(want) == len(initial)
+    for w, got in zip(want, initial):
+      np.testing.assert_array_equal(np.asarray(w), got[r])
   used = list(drawn)
   for init_key, train_key in init_keys.values():
     stream = nnx.Rngs(params=init_key)  # the keys the initializers receive, in order

@@ -1,0 +1,58 @@
+"""TensorBoard event files: the run's scalars read back from the files with a TFRecord
+reader written here (length, CRCs, Event protos), not with the writer's own code."""
+import glob
+import json
+import struct
+
+import pytest
+
+from conftest import tiny_overrides
+from data_pipelines import synthetic
+
+
+def read_scalars(folder: str) -> dict[str, dict[int, float]]:
+  """Every scalar in the event files of `folder` -> {tag: {step: value}} (later files win)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  out = {}
+  for path in sorted(glob.glob(f'{folder}/events.out.tfevents.*')):
+    with open(path, 'rb') as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4  # length, its CRC, the record, its CRC
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
+  return out
+
+
+def test_training_and_evaluation_scalars_are_written_and_read_back(tmp_path, capfd):
+  import launch  # pylint: disable=import-outside-toplevel
+  root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=10,
+                                           min_len=8, max_len=16, dim=16)
+  wd = tmp_path / 'run'
+  code = launch.main(['launch.py', '--noprogress', '--config=configs/youtube_surfing.py',
+                      f'--workdir={wd}', f'--config.data.root={root}',
+                      '--config.data.source_category=diving',
+                      '--config.data.target_category=climbing', '--config.num_seeds=2',
+                      '--config.data.val_fraction=0.3', '--config.eval.every_steps=10',
+                      *tiny_overrides()])
+  assert code == 0, capfd.readouterr().err[-2000:]
+  scalars = read_scalars(str(wd / 'tensorboard'))
+  lines = [json.loads(l) for l in (wd / 'metrics.jsonl').read_text().splitlines()]
+  logged = [l for l in lines if 'loss' in l]
+  assert [l['step'] for l in logged] == [10, 20]
+  for tag in ('loss', 'lr', 'grad_norm', 'skipped_updates', 'steps_per_s'):
+    assert sorted(scalars[tag]) == [10, 20], tag
+    for l in logged:  # float32 in the event file
+      assert scalars[tag][l['step']] == pytest.approx(l[tag], rel=1e-6, abs=1e-12), tag
+  val = [l for l in lines if 'source_val_map' in l]
+  assert val and all(len(l['source_val_map_per_seed']) == 2 for l in val)
+  for l in val:
+    for i, v in enumerate(l['source_val_map_per_seed']):
+      assert scalars[f'source_val_map_per_seed/seed_{i}'][l['step']] == pytest.approx(v, rel=1e-6)
+  results = json.loads((wd / 'results.json').read_text())
+  assert scalars['test_map'][20] == pytest.approx(results['map'], rel=1e-6)
+  assert scalars['test_map_per_seed/seed_1'][20] == pytest.approx(results['per_seed'][1]['map'],
+                                                                  rel=1e-6)
