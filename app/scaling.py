@@ -1,10 +1,10 @@
-"""The README's scaling table: expected DL-VHD step time on 1 .. 256 GPUs, on paper.
+"""The scaling table of docs/performance.md: expected DL-VHD step time on 1 .. 256 GPUs, on paper.
 
   python -m app.scaling --step_time_s=0.1127 --per_device_batch=256 [--width=4096]
 
 Inputs are measurements, the rest is arithmetic: the parameter bytes come from the real model
 (its shapes, no allocation); the single-device step time and its batch are measured by
-`--mode=benchmark` (the README's H200 row at paper width, bf16, batch 256); the link speeds
+`--mode=benchmark` (docs/performance.md's H200 row at paper width, bf16, batch 256); the link speeds
 are the published per-GPU numbers of an H100 SXM node (NVLink 4: 450 GB/s each way; one
 400 Gb/s NDR InfiniBand NIC per GPU: 50 GB/s each way). Communication per step, per GPU:
 

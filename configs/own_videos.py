@@ -1,5 +1,5 @@
-"""Train on features extracted from your own videos, then predict (README: "Highlights of
-your own videos").
+"""Train on features extracted from your own videos, then predict (docs/predict.md:
+"Highlights of your own videos").
 
   python launch.py --config=configs/own_videos.py --workdir=runs/own \
       --config.data.root=<extraction output> --config.data.source_category=<category>

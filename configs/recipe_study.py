@@ -1,5 +1,5 @@
-"""The recipe study of the README (issue 9): which training choices raise the category-specific
-SL-module's mAP on YouTube Highlights, chosen on source validation only.
+"""The recipe study of docs/results.md (issue 9): which training choices raise the
+category-specific SL-module's mAP on YouTube Highlights, chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights

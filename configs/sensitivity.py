@@ -31,6 +31,7 @@ def get_config(preset: str = ''):
   c.sweep.train_missing = True  # False: only tabulate the cells that finished
   c.sweep.redo_stale = False  # True: retrain (not reuse) cells measured under another config
   c.sweep.targets = ('skiing', 'parkour')
+  # The dotted config key swept and its values (the preset picks them); runs config.method.
   c.sweep.param, c.sweep['values'] = SWEEPS['n']
 
   def choose(cfg, name):

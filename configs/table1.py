@@ -7,7 +7,7 @@ without the set Transformer T.
 
 Presets (comma-separated, as configs/table4.py): (none) the paper's model and schedule;
 cpu the small CPU model; quick 500 steps; best the recipe chosen on source validation (the
-README's Table 1). Five seeds per cell by default (one vectorized
+docs/results.md's Table 1). Five seeds per cell by default (one vectorized
 program per cell); the table reports mean ± 95% t interval.
 """
 from configs.table4 import make_table_config

@@ -14,8 +14,8 @@ Presets (comma-separated): (none) the paper's model and schedule; cpu the small 
 configs/youtube_surfing.py (1500 steps of 32 sets at lr 0.5) with the UDA weights of
 CPU_UDA_WEIGHTS; quick 500 steps instead (about a third of the time, for a first look); best
 the recipe chosen on source validation (configs/youtube_surfing.py: the cpu model, 500 steps,
-the best source-validation checkpoint per seed) with BEST_UDA_WEIGHTS; the README's tables
-use it.
+the best source-validation checkpoint per seed) with BEST_UDA_WEIGHTS; docs/results.md's
+tables use it.
 """
 import ml_collections
 
@@ -95,14 +95,23 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   c.method = methods[-2] if len(methods) > 1 else methods[0]  # unused by the sweep
   c.data.source_category = source
   c.data.target_category = targets[0]
+  # --mode=sweep (app/sweep.py): one cell per method x target, each a full run in its own
+  # sub-workdir `<method>__<target>/`; table.md, table.json and table.png after every cell.
   c.sweep = ml_collections.ConfigDict()
-  c.sweep.kind = 'methods'
-  c.sweep.title = title
+  c.sweep.kind = 'methods'  # methods (a table) | sensitivity (one parameter over values)
+  c.sweep.title = title  # the table's heading
+  # Method specs: a registered method, a named variant (sl_oracle, sl_wo_encoder,
+  # dlvhd_wo_encoder) and optionally ':key=value,...' overrides, e.g. 'dan:uda.dan.weight=0.5'.
   c.sweep.methods = tuple(methods)
-  c.sweep.targets = tuple(targets)
+  c.sweep.targets = tuple(targets)  # target categories; the source is data.source_category
+  # {spec: {target: mAP}}: the paper's numbers, printed in parentheses beside ours.
   c.sweep.paper = {m: dict(zip(targets, row)) for m, row in zip(methods, paper)}
-  c.sweep.train_missing = True  # False: only tabulate the cells that finished
-  c.sweep.redo_stale = False  # True: retrain (not reuse) cells measured under another config
+  # False: train nothing, write the tables from the cells that finished so far (the others
+  # read "-"), e.g. beside a sweep that is still running.
+  c.sweep.train_missing = True
+  # True: a finished cell measured under another config (in a key that changes results) is
+  # moved to <cell>.stale and trained again; False: a one-line error names it.
+  c.sweep.redo_stale = False
   # Five seeds per cell, trained as one vectorized program: every cell is a mean with a 95%
   # interval, and methods are compared by a paired bootstrap (app/tables.py).
   c.num_seeds = 5

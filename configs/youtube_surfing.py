@@ -5,8 +5,8 @@ Presets (`--config=configs/youtube_surfing.py:<preset>`):
   cpu     a small model (width 256 through a linear projection, depth 2, 4 heads) with
           batch 32 and 1500 steps, which trains and evaluates surfing -> skiing on a 2-core
           CPU in minutes.
-  best    the recipe chosen on source validation (README, recipe study): the cpu model,
-          500 steps, the best source-validation checkpoint per seed.
+  best    the recipe chosen on source validation (docs/results.md, recipe study): the cpu
+          model, 500 steps, the best source-validation checkpoint per seed.
 """
 from configs import base
 
@@ -36,10 +36,11 @@ def selection_protocol(c):
 
 
 def apply_best_preset(c):
-  """The recipe the README's study chose on source validation (configs/recipe_study.py): the
-  cpu model, 500 steps of 32 sets at lr 0.5 with the step decay, and per seed the checkpoint
-  with the best source-validation mAP. No single change tried (feature normalization, KL
-  temperature, AdamW with cosine decay, rgb only, lr 0.1) beat it on source validation."""
+  """The recipe the study in docs/results.md chose on source validation
+  (configs/recipe_study.py): the cpu model, 500 steps of 32 sets at lr 0.5 with the step
+  decay, and per seed the checkpoint with the best source-validation mAP. No single change
+  tried (feature normalization, KL temperature, AdamW with cosine decay, rgb only, lr 0.1)
+  beat it on source validation."""
   apply_cpu_preset(c)
   c.train.num_steps = 500
   c.train.checkpoint_every_steps = 250

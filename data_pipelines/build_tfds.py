@@ -75,7 +75,7 @@ def _builder_class(dataset: str):
     VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES = {'1.0.0': 'Annotation files as metadata, one record per feature file.'}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (f'Pass --manual_dir=<the {dataset} folder in the layout '
-                                    'the README describes>.')
+                                    'docs/data.md describes>.')
 
     def _info(self):
       return tfds.core.DatasetInfo(

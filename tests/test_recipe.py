@@ -1,5 +1,6 @@
-"""The recipe options of the study (README, "Recipe study"): KL temperature, AdamW, learning-rate
-schedules with warmup, feature normalization; each against numpy written from its formula."""
+"""The recipe options of the study (docs/results.md, "Recipe study"): KL temperature, AdamW,
+learning-rate schedules with warmup, feature normalization; each against numpy written from its
+formula."""
 import json
 
 import jax.numpy as jnp

@@ -65,7 +65,7 @@ SEEDS = {
 # cost the CPU seconds of tracing for nothing.
 SEED_COUNTS = {False: (1, 8), True: (1, 2)}
 EXTRACT = {
-    # As the README's NVDEC measurement: the two sample mp4s cut into 0.5 s segments and
+    # As docs/predict.md's NVDEC measurement: the two sample mp4s cut into 0.5 s segments and
     # repeated to 512 clips, bf16, batch 64, 4 decode threads.
     False: {'segmenter': 'segment_seconds', 'segment_seconds': 0.5, 'benchmark.num_clips': 512,
             'dtype': 'bfloat16', 'batch_size': 64, 'decode_threads': 4},
@@ -240,7 +240,7 @@ class Checker:
   def nvdec_unavailable(self) -> str:
     """'' where NVDEC can decode here, else the one-line reason."""
     if importlib.util.find_spec('PyNvVideoCodec') is None:  # the usual case, without a process
-      return 'PyNvVideoCodec is not installed (pip install PyNvVideoCodec; see README)'
+      return 'PyNvVideoCodec is not installed (pip install PyNvVideoCodec; see docs/predict.md)'
     proc = subprocess.run(
         [sys.executable, '-c', 'from data_pipelines import nvdec; print(nvdec.check_available())'],
         cwd=REPO, env=self.env, capture_output=True, text=True)
