@@ -1,2 +1,5 @@
-"""Command-line tools that are not the library: run from the repository root as
-`python -m tools.<name>` (convert_c3d, torch_reference) or `bash tools/<name>.sh`."""
+"""Command-line tools that are not the library, run from the repository root:
+`python -m tools.convert_c3d` (published C3D weights -> .npz), `python -m tools.torch_reference`
+(the published PyTorch regime's step time), `python -m tools.gen_config_docs` (docs/configs.md),
+`python tools/memory_report.py` (peak bytes per device from XLA's memory analysis) and
+`bash tools/gpu_check.sh` (the prepared GPU check)."""
