@@ -142,6 +142,34 @@ def test_sample_clip_matches_deepmind_published_output(params):
 
 
 @requires_package
+def test_a_real_mp4_gets_its_kinetics_class(params):
+  """The first 32 frames of bigbuckbunny.mp4 (a bird on a branch): short side resized to 256,
+  a 224 centre crop, [-1, 1], as DeepMind's preprocessing. "feeding birds" by a wide margin
+  (14.7 against 9.0 for the runner-up here)."""
+  path = os.path.join(SHARED_DATA, 'videos', 'bigbuckbunny.mp4')
+  if not os.path.isfile(path):
+    pytest.skip(f'{path} not found (../shared is absent)')
+  import av  # pylint: disable=import-outside-toplevel
+  frames = []
+  with av.open(path) as container:
+    for f in container.decode(video=0):
+      img = f.to_image()
+      scale = 256 / min(img.size)
+      img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)))
+      left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
+      frames.append(np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32))
+      if len(frames) == 32:
+        break
+  clip = np.stack(frames)[None] / 127.5 - 1.0
+  logits = np.asarray(i3d.forward(params, clip, outputs=('logits',))['logits'][0])
+  with open(os.path.join(KINETICS_I3D, 'label_map.txt')) as f:
+    labels = [line.strip() for line in f if line.strip()]
+  first, second = np.argsort(-logits)[:2]
+  assert labels[first] == 'feeding birds', [labels[i] for i in np.argsort(-logits)[:5]]
+  assert logits[first] - logits[second] > 3.0
+
+
+@requires_package
 def test_checksum_mismatch_is_refused_before_unpickling(tmp_path, monkeypatch):
   bad = tmp_path / 'i3d-kinetics-400.ckpt'
   shutil.copyfile(i3d.default_checkpoint_path(), bad)
