@@ -14,7 +14,6 @@ given.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Callable, Iterable
@@ -24,7 +23,7 @@ import numpy as np
 
 from app.highlights import Prediction, merge_top, num_top
 from data_pipelines import normalize, video
-from dlvhd_jax import evaluation, methods, parallel
+from dlvhd_jax import evaluation, files, methods, parallel
 from dlvhd_jax import optimizer, replica_axis, train_step
 from dlvhd_jax.checkpoint import Checkpointer
 from dlvhd_jax.errors import UserInputError
@@ -53,7 +52,6 @@ def _recorded_config(workdir: str) -> ml_collections.ConfigDict:
 def write_feature_record(workdir: str, cfg, data) -> None:
   """At training time: <workdir>/features.json (what predict must feed the model) and, for
   data.normalize=standardize, the source statistics in normalization.npz."""
-  from dlvhd_jax import files  # pylint: disable=g-import-not-at-top
   root = cfg.data.root
   streams = []
   for s in [x.strip() for x in cfg.data.features.split('+') if x.strip()]:
@@ -277,8 +275,7 @@ class HighlightDetector:
         if not os.path.isfile(path):
           raise UserInputError(f'the C3D weights the run was trained with, {path}, are gone: '
                                'pass their new place as --config.predict.weights')
-        with open(path, 'rb') as f:
-          digest = hashlib.file_digest(f, 'sha256').hexdigest()
+        digest = files.sha256(path)
         if digest != st.get('weights_sha256'):
           raise UserInputError(f'{path} (sha256 {digest[:12]}) is not the weights file the '
                                f"features were extracted with (sha256 {st['weights_sha256'][:12]})")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import io
 import os
 import types
 
 import numpy as np
 
+from dlvhd_jax.files import sha256
 from dlvhd_jax.errors import UserInputError
 
 # The annotation / split files each dataset reads (relative to its root; glob patterns).
@@ -54,14 +54,6 @@ def _feature_files(root: str) -> list[str]:
   if not os.path.isdir(folder):
     return []
   return sorted(n for n in os.listdir(folder) if n.endswith('.npy'))
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _builder_class(dataset: str):
@@ -96,7 +88,7 @@ def _builder_class(dataset: str):
       self.info.metadata['files'] = {
           rel: open(os.path.join(root, rel), encoding='utf-8').read() for rel in files}
       self.info.metadata['sha256'] = {
-          rel: _sha256(os.path.join(root, rel)) for rel in files}
+          rel: sha256(os.path.join(root, rel)) for rel in files}
       self.info.metadata['dataset'] = dataset
       return {'videos': self._generate_examples(os.fspath(root))}
 

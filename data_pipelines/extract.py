@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import os
 import queue
@@ -55,9 +54,8 @@ def _settings(cfg, params_source: dict) -> dict:
 def _load_params(cfg, for_benchmark: bool = False):
   if cfg.weights:
     params = c3d.load_params(cfg.weights)
-    with open(cfg.weights, 'rb') as f:
-      digest = hashlib.file_digest(f, 'sha256').hexdigest()
-    return params, {'weights': os.path.abspath(cfg.weights), 'weights_sha256': digest,
+    return params, {'weights': os.path.abspath(cfg.weights),
+                    'weights_sha256': files.sha256(cfg.weights),
                     'random_weights': False}
   if not (cfg.allow_random_weights or for_benchmark):
     raise ExtractionError(

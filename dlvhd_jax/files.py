@@ -6,6 +6,7 @@ and only process 0 writes them: the writers here do nothing on the other process
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -56,3 +57,9 @@ def write_npz(path: str, arrays: dict) -> None:
   buf = io.BytesIO()
   np.savez(buf, **arrays)
   write_atomic(path, buf.getvalue())
+
+
+def sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes (weights, checkpoints and data files are identified by it)."""
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest()

