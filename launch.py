@@ -1,7 +1,7 @@
 """Entry point: python launch.py --config=configs/<task>.py[:preset] --workdir=runs/x [--mode=...].
 
 Modes: train (train, then evaluate; resumes from the latest checkpoint), eval (evaluate the
-latest checkpoint), benchmark (throughput JSON), extract (C3D features from videos),
+latest checkpoint), benchmark (throughput JSON), extract (C3D or I3D features from videos),
 sweep (a table of methods x targets), predict (a trained run's highlights of new videos: JSON,
 curve, reel and index.html).
 

@@ -83,7 +83,7 @@ def dispatch(cfg, workdir: str, mode: str, progress: bool) -> int:
   if mode == 'extract':
     if 'video_dir' not in cfg:
       raise UserInputError('--mode=extract needs an extraction config: '
-                           '--config=configs/extract_c3d.py')
+                           '--config=configs/extract_i3d.py or configs/extract_c3d.py')
     from data_pipelines import extract  # pylint: disable=g-import-not-at-top
     return extract.run_extraction(cfg, workdir, progress)
   if mode == 'predict':

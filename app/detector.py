@@ -142,17 +142,25 @@ class HighlightDetector:
   def score_features(self, features: np.ndarray, *, vid: str = 'video', intervals_s=None,
                      duration_s: float | None = None, fps: float | None = None,
                      path: str | None = None, top_fraction: float = 0.2,
-                     top_k: int = 0) -> Prediction:
-    """Scores [T, D] features whose segments span `intervals_s` ([T, 2] seconds)."""
+                     top_k: int = 0, class_logits: np.ndarray | None = None) -> Prediction:
+    """Scores [T, D] features whose segments span `intervals_s` ([T, 2] seconds);
+    `class_logits` [T, 400]: the extractor's Kinetics-400 logits of the same segments."""
     f = self.check_features(features, vid)
     iv = np.asarray(intervals_s, np.float64).reshape(-1, 2)
     if len(iv) != len(f):
       raise UserInputError(f'{vid}: {len(f)} feature rows but {len(iv)} segment intervals')
     duration = float(duration_s if duration_s is not None else iv[:, 1].max())
     sc = self.scores(f)
+    probs = names = None
+    if class_logits is not None:
+      from dlvhd_jax import i3d  # pylint: disable=g-import-not-at-top
+      z = np.asarray(class_logits, np.float64)
+      probs = np.exp(z - z.max(-1, keepdims=True))
+      probs /= probs.sum(-1, keepdims=True)
+      names = i3d.class_names()
     return Prediction(vid, path, duration, fps, iv[:, 0], iv[:, 1], sc,
                       merge_top(iv[:, 0], iv[:, 1], sc, num_top(len(sc), top_fraction, top_k)),
-                      self.model_info)
+                      self.model_info, probs, names)
 
   def load_npy(self, path: str) -> tuple[str, np.ndarray]:
     """-> (video id, [T, D]) from an .npy; `<vid>_<stream>.npy` of a multi-stream run takes
@@ -164,6 +172,7 @@ class HighlightDetector:
       raise UserInputError(f"{path} holds {suffix!r} features but the model in {self.workdir} "
                            f"was trained on {self.record['features']!r}: give "
                            f'<vid>_{streams[0]}.npy')
+    self._check_extractor(path, suffix)
     for s in streams:
       if name.endswith('_' + s) and len(streams) > 1:
         base = path[:-len(f'_{s}.npy')]
@@ -179,6 +188,29 @@ class HighlightDetector:
         return os.path.basename(base), np.concatenate(parts, axis=1)
     return (name[:-len(streams[0]) - 1] if len(streams) == 1 and name.endswith('_' + streams[0])
             else name), _load(path)
+
+  def _check_extractor(self, path: str, stream: str) -> None:
+    """Refuses an .npy whose extraction record (<stream>_extraction.json in its folder or the
+    one above, as --mode=extract writes it) names another extractor or other weights than
+    the features the run was trained on: such features share a shape, not a meaning."""
+    folder = os.path.dirname(os.path.abspath(path))
+    found = [os.path.join(d, f'{stream}_extraction.json') for d in (folder, os.path.dirname(folder))]
+    found = [p for p in found if stream and os.path.isfile(p)]
+    if not found:
+      return
+    try:
+      with open(found[0]) as f:
+        theirs = _extractor_of(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+      return
+    run = [s for s in self.record['streams'] if s['stream'] == stream]
+    ours = _extractor_of(run[0].get('extraction')) if run else None
+    if theirs != ours:
+      raise UserInputError(
+          f'{path} holds features of {_describe(theirs)} ({found[0]}) but the model in '
+          f'{self.workdir} was trained on features of {_describe(ours)}: features of '
+          'different extractors or weights do not mix; extract with the run\'s extractor, or '
+          'train on these features')
 
   def score_video(self, path_or_features, *, video_path: str | None = None,
                   segment_seconds: float = 0.0, top_fraction: float = 0.2,
@@ -248,11 +280,11 @@ class HighlightDetector:
     return float(rec.get('clip_seconds') or 0.0)
 
   def _extract_config(self, batch_size: int, decode_threads: int, decoder: str):
-    from configs import extract_c3d  # pylint: disable=g-import-not-at-top
+    from configs import extract_c3d, extract_i3d  # pylint: disable=g-import-not-at-top
     st = self.extraction()
-    c = extract_c3d.get_config()
+    c = {'c3d': extract_c3d, 'i3d': extract_i3d}[st.get('extractor', 'c3d')].get_config()
     for k in ('frame_sampling', 'dtype', 'output_dtype', 'seed', 'segmenter', 'segment_seconds',
-              'sample_fps'):
+              'sample_fps', 'max_segment_frames'):
       if k in st:
         c[k] = st[k]
     if st['segmenter'] == 'annotation':
@@ -264,22 +296,13 @@ class HighlightDetector:
     c.decoder = decoder
     return c
 
-  def _c3d_params(self):
+  def _extractor_params(self):
+    """The extractor's params, as the run's features were extracted (weights by sha256)."""
     if self._extractor is None:
-      from dlvhd_jax import c3d  # pylint: disable=g-import-not-at-top
+      from data_pipelines import extractors  # pylint: disable=g-import-not-at-top
       st = self.extraction()
-      if st.get('random_weights'):
-        self._extractor = c3d.init_random_params(int(st.get('seed', 0)))
-      else:
-        path = self._weights or st['weights']
-        if not os.path.isfile(path):
-          raise UserInputError(f'the C3D weights the run was trained with, {path}, are gone: '
-                               'pass their new place as --config.predict.weights')
-        digest = files.sha256(path)
-        if digest != st.get('weights_sha256'):
-          raise UserInputError(f'{path} (sha256 {digest[:12]}) is not the weights file the '
-                               f"features were extracted with (sha256 {st['weights_sha256'][:12]})")
-        self._extractor = c3d.load_params(path)
+      self._extractor = extractors.get(st.get('extractor', 'c3d')).recorded_params(
+          st, self._weights)
     return self._extractor
 
   def score_videos(self, paths: Iterable[str], on_result: Callable[[Prediction], None],
@@ -296,12 +319,12 @@ class HighlightDetector:
     if decoder == 'nvdec':
       from data_pipelines import nvdec  # pylint: disable=g-import-not-at-top
       nvdec.check_available()
-    params = self._c3d_params()
+    params = self._extractor_params()
     out_dtype = np.dtype(ecfg.output_dtype)
     jobs = [extract._Job(video_id(p), p, ecfg) for p in paths]  # pylint: disable=protected-access
     by_vid = {j.vid: j.path for j in jobs}
 
-    def on_video(vid, entry, feats, stats):
+    def on_video(vid, entry, feats, stats, logits):
       del stats
       fps = float(entry['fps'])
       frames = int(entry['frames'])
@@ -310,7 +333,8 @@ class HighlightDetector:
       try:
         on_result(self.score_features(feats[:, 0].astype(out_dtype).astype(np.float32), vid=vid,
                                       intervals_s=iv, duration_s=frames / fps, fps=fps,
-                                      path=by_vid[vid], top_fraction=top_fraction, top_k=top_k))
+                                      path=by_vid[vid], top_fraction=top_fraction, top_k=top_k,
+                                      class_logits=logits))
       except (UserInputError, OSError, video.VideoError) as e:
         on_error(vid, f'{vid}: {e}')
 
@@ -326,6 +350,21 @@ class HighlightDetector:
     from app import report  # pylint: disable=g-import-not-at-top
     return report.write_video_outputs(prediction, output_dir, video_path or prediction.path,
                                       reel_seconds=reel_seconds, thumbnails=thumbnails)
+
+
+def _extractor_of(record: dict | None):
+  """(extractor, weights) of an extraction record, None for features it did not make."""
+  if not record:
+    return None
+  st = record['settings']
+  weights = (f"random weights (seed {st.get('seed', 0)})" if st.get('random_weights')
+             else f"weights sha256 {str(st.get('weights_sha256', ''))[:12]}")
+  return (st.get('extractor', record.get('extractor', {}).get('name', 'c3d')), weights)
+
+
+def _describe(extractor) -> str:
+  return ('no extraction record (not made by --mode=extract, e.g. a public release)'
+          if extractor is None else f'{extractor[0].upper()} with {extractor[1]}')
 
 
 def video_id(path: str) -> str:

@@ -80,15 +80,32 @@ class Prediction:
   scores: np.ndarray
   highlights: list[dict]
   model: dict
+  # [T, C] class probabilities per segment from the extractor's own head (I3D: Kinetics-400),
+  # with their names; None when the features came without them.
+  class_probs: np.ndarray | None = None
+  class_names: Sequence[str] | None = None
+
+  def top_classes(self, rows, k: int = 3) -> list[dict]:
+    """The k most probable classes of the mean probabilities of segments `rows`."""
+    p = np.asarray(self.class_probs, np.float64)[rows].reshape(-1, len(self.class_names))
+    p = p.mean(0)
+    return [{'class': self.class_names[j], 'p': round(float(p[j]), 4)}
+            for j in np.argsort(-p, kind='stable')[:k]]
 
   def to_json(self) -> dict:
     rank, rel = ranks(self.scores), relative(self.scores)
+    segments = [{'start_s': round(float(s), 4), 'end_s': round(float(e), 4),
+                 'score': float(x), 'relative': round(float(q), 4), 'rank': int(r)}
+                for s, e, x, q, r in zip(self.starts_s, self.ends_s, self.scores, rel, rank)]
+    intervals = [{k: round(v, 4) if k != 'score' else v for k, v in h.items()}
+                 for h in self.highlights]
+    if self.class_probs is not None:
+      for i, seg in enumerate(segments):
+        seg['classes'] = self.top_classes([i])
+      mid = (np.asarray(self.starts_s) + np.asarray(self.ends_s)) / 2
+      for h in intervals:  # the segments an interval merged: their mean probabilities
+        inside = np.flatnonzero((mid >= h['start_s']) & (mid <= h['end_s']))
+        h['classes'] = self.top_classes(inside)
     return {
         'video': self.video, 'path': self.path, 'duration_s': round(self.duration_s, 4),
-        'fps': self.fps, 'model': self.model,
-        'segments': [{'start_s': round(float(s), 4), 'end_s': round(float(e), 4),
-                      'score': float(x), 'relative': round(float(q), 4), 'rank': int(r)}
-                     for s, e, x, q, r in zip(self.starts_s, self.ends_s, self.scores, rel,
-                                              rank)],
-        'highlights': [{k: round(v, 4) if k != 'score' else v for k, v in h.items()}
-                       for h in self.highlights]}
+        'fps': self.fps, 'model': self.model, 'segments': segments, 'highlights': intervals}

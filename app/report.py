@@ -91,6 +91,11 @@ def _url(name: str) -> str:
   return html.escape(urllib.parse.quote(name), quote=True)
 
 
+def _classes(interval: dict, k: int = 2) -> str:
+  """'surfing water 0.71, surfing crowd 0.12': an interval's most probable classes."""
+  return html.escape(', '.join(f"{c['class']} {c['p']:.2f}" for c in interval.get('classes', [])[:k]))
+
+
 def write_index(out_dir: str, failures: dict | None = None) -> str:
   """index.html listing every <vid>.json of `out_dir` (curve, reel, top intervals)."""
   docs = []
@@ -109,6 +114,7 @@ def write_index(out_dir: str, failures: dict | None = None) -> str:
            'section{border-top:1px solid #ccc;padding:1em 0}img{max-width:100%}'
            'video{max-width:640px;width:100%;background:#000}'
            'table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}'
+           '.what{text-align:left}'
            '</style></head><body>',
            f'<h1>Highlights of {len(docs)} video(s)</h1>']
   if docs:
@@ -126,11 +132,14 @@ def write_index(out_dir: str, failures: dict | None = None) -> str:
     if fl.get('reel'):
       parts.append(f'<h3>Highlight reel ({doc["reel"]["duration_s"]:.1f} s)</h3>'
                    f'<video controls preload="auto" src="{_url(fl["reel"])}"></video>')
+    tagged = any('classes' in h for h in doc['highlights'])
     rows = ''.join(f'<tr><td>{i + 1}</td><td>{h["start_s"]:.2f}</td><td>{h["end_s"]:.2f}</td>'
-                   f'<td>{h["score"]:.3f}</td></tr>'
+                   f'<td>{h["score"]:.3f}</td>' + (f'<td class="what">{_classes(h)}</td>'
+                                                  if tagged else '') + '</tr>'
                    for i, h in enumerate(sorted(doc['highlights'], key=lambda h: -h['score'])))
     parts.append('<h3>Top intervals</h3><table><tr><th>#</th><th>start (s)</th><th>end (s)</th>'
-                 f'<th>score</th></tr>{rows}</table>')
+                 '<th>score</th>' + ('<th class="what">what happens (Kinetics-400)</th>'
+                                     if tagged else '') + f'</tr>{rows}</table>')
     parts.append(f'<p><a href="{_url(doc["video"] + ".json")}">scores (JSON)</a></p></section>')
   if failures:
     parts.append('<section><h2>Failed</h2><ul>' + ''.join(

@@ -13,6 +13,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.extractor = 'c3d'  # c3d | i3d (configs/extract_i3d.py), data_pipelines/extractors.py
   c.video_dir = ''  # searched recursively; a video's id is its file name without extension
   c.output_dir = ''  # '' = the workdir
   c.weights = ''  # .npz from `python -m tools.convert_c3d`
@@ -44,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --mode=benchmark: clips/s of C3D alone, of decoding alone and of the overlapped pipeline.
   c.benchmark = ml_collections.ConfigDict()
   c.benchmark.num_clips = 32  # clips timed (the videos' segments, repeated up to this many)
-  c.benchmark.warmup = 1  # untimed C3D calls first
+  c.benchmark.warmup = 1  # untimed extractor calls first
+  c.benchmark.clip_frames = 32  # I3D: frames of the random clips timed (C3D's are 16)
   c.benchmark.matmul_size = 0  # 0 = 2048 on CPU, 8192 on accelerators
   return c

@@ -1,11 +1,14 @@
-"""C3D feature extraction: videos -> <output_dir>/video_features/<vid>_c3d.npy + youtube_anno.json.
+"""Feature extraction (C3D or I3D, data_pipelines/extractors.py): videos ->
+<output_dir>/video_features/<vid>_<feature_name>.npy + youtube_anno.json.
 
-Output layout (what training reads with `--config.data.features=c3d`):
+Output layout (what training reads with `--config.data.features=<feature_name>`):
   youtube_anno.json                    {vid: {"fps", "frames", "domain", "info", "clip",
                                         "match", "mturk"}}, one `clip` interval per row
-  video_features/<vid>_c3d.npy         [S, 4096] fc7 (before ReLU), centre crop
-  video_features/<vid>_c3d_views.npy   [K, S, 4096] K random-crop views (num_views > 0)
-  c3d_extraction.json                  weights, random_weights, dtype, preprocessing, ...
+  video_features/<vid>_c3d.npy         C3D: [S, 4096] fc7 (before ReLU), centre crop
+  video_features/<vid>_c3d_views.npy   C3D: [K, S, 4096] K random-crop views (num_views > 0)
+  video_features/<vid>_rgb.npy         I3D: [S, 1024] Mixed_5c averaged over time and space
+  <feature_name>_extraction.json       extractor, weights and their sha256, dtype,
+                                       preprocessing, segmenting rule, ...
 
 Decoding runs in `decode_threads` background threads feeding a bounded queue, so it
 overlaps device compute; batches of clips are sharded over all local devices. A video is
@@ -16,7 +19,6 @@ run returns 1 with the list of failures.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import queue
@@ -25,44 +27,31 @@ import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines import extractors
 from data_pipelines import nvdec
 from data_pipelines import video
-from dlvhd_jax.errors import UserInputError
 from dlvhd_jax import c3d, files, parallel
+from dlvhd_jax.errors import UserInputError
 
-
-class ExtractionError(UserInputError):
-  """A configuration problem; str() is one line naming the field and the fix."""
-
-
+ExtractionError = extractors.ExtractionError
 DECODERS = ('pyav', 'nvdec')
+
+
+def _extractor(cfg):
+  return extractors.get(cfg.get('extractor', 'c3d'))
 
 
 def _settings(cfg, params_source: dict) -> dict:
   """What the features depend on; a resumed run must match it."""
-  keys = ['segmenter', 'frame_sampling', 'dtype', 'output_dtype', 'num_views', 'views_flip',
-          'seed', {'segment_seconds': 'segment_seconds', 'sample_fps': 'sample_fps'}.get(
-              cfg.segmenter, 'annotation')]
-  return {**params_source, **{k: cfg[k] for k in keys}, 'feature': 'fc7 before ReLU',
-          'preprocessing': video.PREPROCESSING}
-
-
-def _load_params(cfg, for_benchmark: bool = False):
-  if cfg.weights:
-    params = c3d.load_params(cfg.weights)
-    return params, {'weights': os.path.abspath(cfg.weights),
-                    'weights_sha256': files.sha256(cfg.weights),
-                    'random_weights': False}
-  if not (cfg.allow_random_weights or for_benchmark):
-    raise ExtractionError(
-        'no C3D weights: pass --config.weights=<c3d_params.npz> (convert the published '
-        'PyTorch weights with `python -m tools.convert_c3d`), or '
-        '--config.allow_random_weights=True for tests and benchmarks')
-  return c3d.init_random_params(cfg.seed), {'weights': '', 'random_weights': True}
+  ex = _extractor(cfg)
+  keys = ['segmenter', 'dtype', 'output_dtype', 'seed', {
+      'segment_seconds': 'segment_seconds', 'sample_fps': 'sample_fps'}.get(
+          cfg.segmenter, 'annotation')]
+  return {**params_source, 'extractor': ex.name, **{k: cfg[k] for k in keys},
+          **ex.settings(cfg)}
 
 
 class _Job:
@@ -72,7 +61,7 @@ class _Job:
     self.vid, self.path, self.cfg, self.entry = vid, path, cfg, entry
 
   def segments(self):
-    """-> (annotation entry, intervals int [S, 2], frame indices int [S, 16])."""
+    """-> (annotation entry, intervals int [S, 2], 16 sampled frame indices int [S, 16])."""
     cfg = self.cfg
     if self.path is None:
       raise video.VideoNotFoundError(
@@ -95,7 +84,9 @@ def _make_jobs(cfg) -> list[_Job]:
   if not cfg.video_dir or not os.path.isdir(cfg.video_dir):
     raise ExtractionError(f'video_dir={cfg.video_dir!r} is not a folder: pass '
                           '--config.video_dir=<folder of videos>')
-  if cfg.dtype not in c3d.DTYPES or cfg.output_dtype not in ('float16', 'float32'):
+  ex = _extractor(cfg)
+  ex.check(cfg)
+  if cfg.dtype not in ex.dtypes or cfg.output_dtype not in ('float16', 'float32'):
     raise ExtractionError(f'dtype={cfg.dtype!r} must be float32 | bfloat16 and '
                           f'output_dtype={cfg.output_dtype!r} float16 | float32')
   decoder = cfg.get('decoder', 'pyav')
@@ -128,8 +119,9 @@ def _put(q, item, stop) -> bool:
 
 
 def _decode_worker(jobs: queue.Queue, out: queue.Queue, cfg, stop: threading.Event):
-  """Puts ('start', vid, entry, (S, V)), ('clip', vid, s, [V, 16, 112, 112, 3] uint8)...,
+  """Puts ('start', vid, entry, (S, V)), ('clip', vid, s, [V, T, H, W, 3] uint8)...,
   ('end', vid, stats) or ('error', vid, message) per video, then ('done', busy seconds)."""
+  ex = _extractor(cfg)
   busy = 0.0
   while not stop.is_set():
     try:
@@ -138,15 +130,16 @@ def _decode_worker(jobs: queue.Queue, out: queue.Queue, cfg, stop: threading.Eve
       break
     t0 = time.perf_counter()
     try:
-      entry, _, idx = job.segments()
+      entry, iv, idx = job.segments()
+      idx = ex.frame_indices(iv, idx, cfg)
       crops = video.crop_plan(len(idx), cfg.num_views, seed=cfg.seed, key=job.vid,
                               flip=cfg.views_flip)
       ok = _put(out, ('start', job.vid, entry, crops.shape[:2]), stop)
       stats = video.DecodeStats()
       if cfg.get('decoder', 'pyav') == 'nvdec':
-        clips = nvdec.iter_segment_clips(job.path, idx, crops, stats=stats)
+        clips = nvdec.iter_segment_clips(job.path, idx, crops, stats=stats, frames=ex.frames)
       else:
-        clips = video.iter_segment_clips(job.path, idx, crops, stats=stats,
+        clips = video.iter_segment_clips(job.path, idx, crops, stats=stats, frames=ex.frames,
                                          decoder_threads=cfg.decoder_threads)
       for s, views in clips:
         busy += time.perf_counter() - t0  # time blocked on a full queue is not decoding
@@ -162,14 +155,6 @@ def _decode_worker(jobs: queue.Queue, out: queue.Queue, cfg, stop: threading.Eve
   out.put(('done', busy))
 
 
-@functools.lru_cache(maxsize=None)  # one compiled step per dtype and process
-def make_step(dtype: str):
-  """Jitted (params, uint8 BGR clips [B, 16, 112, 112, 3]) -> fc7 [B, 4096] float32."""
-  mean = jnp.asarray(video.MEAN_BGR)
-  return jax.jit(lambda params, clips: c3d.extract_fc7(
-      params, clips.astype(jnp.float32) - mean, dtype=dtype))
-
-
 def _shardings(batch_size: int):
   """(replicated, batch-sharded) over this process's devices (each process extracts its own
   videos), and the batch rounded up to them."""
@@ -179,44 +164,51 @@ def _shardings(batch_size: int):
 
 
 def _run_pipeline(jobs, params, cfg, on_video, on_error, progress=None, max_clips=None):
-  """Decodes `jobs` in background threads and runs C3D on full batches.
+  """Decodes `jobs` in background threads and runs the extractor on full batches.
 
-  on_video(vid, entry, feats float32 [S, V, 4096], stats) for every finished video,
-  on_error(vid, message) for failures; params=None only decodes (and drops the clips).
-  Stops early after `max_clips` clips. Returns timing stats.
+  on_video(vid, entry, feats float32 [S, V, D], stats, logits float32 [S, 400] or None) for
+  every finished video, on_error(vid, message) for failures; params=None only decodes (and
+  drops the clips). Clips are batched by their padded length (`batch_length`), one buffer
+  per length. Stops early after `max_clips` clips. Returns timing stats.
   """
+  ex = _extractor(cfg)
   replicated, sharded, batch = _shardings(cfg.batch_size)
   params = None if params is None else jax.device_put(params, replicated)
-  step = make_step(cfg.dtype)
-  videos = {}  # vid -> [entry, feats [S, V, 4096], rows still missing, ended, stats]
-  buf, rows, pending = None, [], None
-  timing = {'clips': 0, 'decode_s': 0.0, 'compute_wait_s': 0.0}
+  step = ex.make_step(cfg.dtype)
+  videos = {}  # vid -> [entry, feats [S, V, D], rows still missing, ended, stats, logits]
+  buffers = {}  # padded length -> (clips uint8 [batch, L, H, W, 3], lengths [batch], rows)
+  pending = None
+  timing = {'clips': 0, 'frames': 0, 'decode_s': 0.0, 'compute_wait_s': 0.0}
 
   def finish(vid):
     v = videos.get(vid)
     if v is not None and v[3] and v[2] == 0:
       del videos[vid]
-      on_video(vid, v[0], v[1], v[4])
+      on_video(vid, v[0], v[1], v[4], v[5])
 
   def collect(out, out_rows):
     t0 = time.perf_counter()
-    feats = np.asarray(out)
+    out = {k: np.asarray(a) for k, a in out.items()}
     timing['compute_wait_s'] += time.perf_counter() - t0
     for i, (vid, s, v) in enumerate(out_rows):
       if vid in videos:  # else the video failed after some of its clips were queued
-        videos[vid][1][s, v] = feats[i]
+        videos[vid][1][s, v] = out['feature'][i]
+        if v == 0 and 'logits' in out:
+          videos[vid][5][s] = out['logits'][i]
         videos[vid][2] -= 1
     for vid in dict.fromkeys(r[0] for r in out_rows):
       finish(vid)
     if progress is not None:
       progress.update(len(out_rows))
 
-  def flush():
-    nonlocal buf, rows, pending
-    out = step(params, jax.device_put(buf, sharded))  # async: decoding continues meanwhile
+  def flush(length):
+    nonlocal pending
+    buf, lengths, rows = buffers.pop(length)
+    out = step(params, jax.device_put(buf, sharded),  # async: decoding continues meanwhile
+               jax.device_put(lengths, sharded))
     if pending is not None:
       collect(*pending)
-    pending, buf, rows = (out, rows), None, []
+    pending = (out, rows)
 
   t_start = time.perf_counter()
   job_q, out_q, stop = queue.Queue(), queue.Queue(maxsize=max(1, cfg.queue_size)), threading.Event()
@@ -235,17 +227,24 @@ def _run_pipeline(jobs, params, cfg, on_video, on_error, progress=None, max_clip
         timing['decode_s'] += vid
       elif kind == 'start' and params is not None:
         (num_seg, num_views), entry = msg[1], msg[0]
-        videos[vid] = [entry, np.zeros((num_seg, num_views, c3d.FEATURE_DIM), np.float32),
-                       num_seg * num_views, False, None]
+        videos[vid] = [entry, np.zeros((num_seg, num_views, ex.feature_dim), np.float32),
+                       num_seg * num_views, False, None,
+                       np.zeros((num_seg, 400), np.float32) if ex.has_logits else None]
       elif kind == 'clip':
         timing['clips'] += len(msg[1])
+        timing['frames'] += len(msg[1]) * msg[1].shape[1]
         for v, clip in enumerate(msg[1] if params is not None else []):
-          if buf is None:  # a fresh buffer: the one in flight may alias device memory
-            buf = np.zeros((batch, c3d.NUM_FRAMES, c3d.CROP_SIZE, c3d.CROP_SIZE, 3), np.uint8)
-          buf[len(rows)] = clip
+          n = len(clip)
+          length = ex.batch_length(n, cfg)
+          if length not in buffers:  # a fresh buffer: the one in flight may alias device memory
+            buffers[length] = (np.zeros((batch, length, *clip.shape[1:]), np.uint8),
+                               np.full((batch,), length, np.int32), [])
+          buf, lengths, rows = buffers[length]
+          buf[len(rows), :n] = clip
+          lengths[len(rows)] = n
           rows.append((vid, msg[0], v))
           if len(rows) == batch:
-            flush()
+            flush(length)
         if max_clips and timing['clips'] >= max_clips:
           stop.set()
       elif kind == 'end' and vid in videos:
@@ -254,8 +253,8 @@ def _run_pipeline(jobs, params, cfg, on_video, on_error, progress=None, max_clip
       elif kind == 'error':
         videos.pop(vid, None)
         on_error(vid, msg[0])
-    if rows:
-      flush()
+    for length in sorted(buffers):
+      flush(length)
     if pending is not None:
       collect(*pending)
   finally:
@@ -297,7 +296,8 @@ class _Writer:
     _write_json(os.path.join(self.out_dir, 'youtube_anno.json'),
                 {k: self.anno[k] for k in sorted(self.anno)})
 
-  def __call__(self, vid, entry, feats, stats):
+  def __call__(self, vid, entry, feats, stats, logits=None):
+    del logits  # class tags are predict's (app/detector.py)
     dtype = np.dtype(self.cfg.output_dtype)
     out = feats.astype(dtype)
     if not np.isfinite(out).all():
@@ -333,17 +333,19 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   meta_path = os.path.join(out_dir, f'{cfg.feature_name}_extraction.json')
   try:
     jobs = _make_jobs(cfg)
-    params, source = _load_params(cfg)
+    ex = _extractor(cfg)
+    params, source = ex.load_params(cfg)
     settings = _settings(cfg, source)
     if os.path.exists(meta_path):
       with open(meta_path) as f:
         old = json.load(f).get('settings', {})
+      old.setdefault('extractor', 'c3d')  # records from before I3D
       changed = sorted(k for k in set(old) | set(settings)  # a moved file keeps its hash
                        if k != 'weights' and old.get(k) != settings.get(k))
       if changed:
         raise ExtractionError(f'{out_dir} holds features extracted with other settings '
                               f'({", ".join(changed)}); choose another output_dir')
-  except (FileNotFoundError, ValueError) as e:  # ExtractionError is a ValueError
+  except (FileNotFoundError, ValueError, UserInputError) as e:  # ExtractionError is one
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return 2
   os.makedirs(out_dir, exist_ok=True)
@@ -354,8 +356,9 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   if versions['decoder'] == 'nvdec':
     versions['PyNvVideoCodec'] = nvdec.check_available()
   record = {'settings': settings, 'versions': versions, 'extractor': {
-      'name': 'c3d', 'layer': 'fc7 before ReLU', 'stream': cfg.feature_name,
-      'feature_dim': c3d.FEATURE_DIM}, 'clip_seconds': _clip_seconds(cfg, jobs)}
+      'name': ex.name, 'layer': ex.layer, 'stream': cfg.feature_name,
+      'feature_dim': ex.feature_dim, 'weights_sha256': source.get('weights_sha256', '')},
+      'clip_seconds': _clip_seconds(cfg, jobs)}
   # Written now too, so that resuming a crashed run with other settings is refused.
   _write_json(meta_path, record, indent=1)
   anno_path = os.path.join(out_dir, 'youtube_anno.json')
@@ -368,8 +371,8 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   writer.anno = {k: v for k, v in writer.anno.items() if os.path.exists(writer.path(k))}
   writer.write_anno()
   if source['random_weights']:
-    print('warning: RANDOM C3D weights (allow_random_weights=True): features are for tests '
-          'and benchmarks only', file=sys.stderr)
+    print(f'warning: RANDOM {ex.name.upper()} weights (allow_random_weights=True): features '
+          'are for tests and benchmarks only', file=sys.stderr)
   print(f'{len(jobs)} videos, {len(jobs) - len(todo)} already extracted, {len(todo)} to do; '
         f'{len(parallel.default_devices(local=True))} {jax.default_backend()} device(s), {cfg.dtype}',
         file=sys.stderr)
@@ -379,9 +382,9 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
     failures.append((vid, message))
     tqdm.write(f'failed: {message}')
 
-  def on_video(vid, entry, feats, stats):
+  def on_video(vid, entry, feats, stats, logits):
     try:
-      writer(vid, entry, feats, stats)
+      writer(vid, entry, feats, stats, logits)
     except (ExtractionError, OSError) as e:
       on_error(vid, str(e))
 
@@ -390,11 +393,12 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
   # rate_noinv: always clips/s, never s/clip (CPU runs are slower than one clip a second)
   fmt = ('{desc}: {n_fmt}/{total_fmt} clips [{elapsed}<{remaining}, {rate_noinv_fmt}]' if total
          else '{desc}: {n_fmt} clips [{elapsed}, {rate_noinv_fmt}]')
-  with tqdm(total=total, unit='clip', desc='C3D', bar_format=fmt,
+  with tqdm(total=total, unit='clip', desc=ex.name.upper(), bar_format=fmt,
             disable=not (todo and progress)) as bar:
     timing = _run_pipeline(todo, params, cfg, on_video, on_error, progress=bar)
   _write_json(meta_path, {**record, 'last_run': {
-      'clips': timing['clips'], 'wall_s': round(timing['wall_s'], 2),
+      'clips': timing['clips'], 'frames': timing['frames'],
+      'wall_s': round(timing['wall_s'], 2),
       'failures': dict(failures), 'warnings': writer.warnings}}, indent=1)
   print(f'extracted {timing["clips"]} clips in {timing["wall_s"]:.1f}s into {out_dir}',
         file=sys.stderr)
@@ -405,36 +409,43 @@ def run_extraction(cfg, workdir: str, progress: bool = True) -> int:
 
 
 def run_extraction_benchmark(cfg, workdir: str) -> dict:
-  """Clips/s of C3D compute alone, of decoding alone and of the overlapped pipeline, and MFU.
+  """Clips/s of the extractor's compute alone, of decoding alone and of the overlapped
+  pipeline, and MFU.
 
-  Compute runs on random clips (no video needed); with `video_dir` set, its videos (cut by
-  the configured segmenter, repeated up to `benchmark.num_clips` clips) are decoded too.
-  MFU = analytic FLOPs (c3d.flops_per_clip) x compute clips/s / measured matmul peak.
-  Prints and returns one JSON dict.
+  Compute runs on random clips (no video needed; I3D clips of benchmark.clip_frames frames);
+  with `video_dir` set, its videos (cut by the configured segmenter, repeated up to
+  `benchmark.num_clips` clips) are decoded too. MFU = analytic FLOPs (`flops_per_clip`) x
+  compute clips/s / measured matmul peak. Prints and returns one JSON dict.
   """
   del workdir  # nothing is written
-  params, source = _load_params(cfg, for_benchmark=True)
+  ex = _extractor(cfg)
+  ex.check(cfg)
+  params, source = ex.load_params(cfg, for_benchmark=True)
   replicated, sharded, batch = _shardings(cfg.batch_size)
-  step = make_step(cfg.dtype)
+  step = ex.make_step(cfg.dtype)
   p = jax.device_put(params, replicated)
+  shape = ex.clip_shape(int(cfg.benchmark.get('clip_frames', 32)))
   clips = jax.device_put(np.random.default_rng(0).integers(
-      0, 256, (batch, 16, 112, 112, 3), dtype=np.uint8), sharded)
+      0, 256, (batch, *shape), dtype=np.uint8), sharded)
+  lengths = jax.device_put(np.full((batch,), shape[0], np.int32), sharded)
   for _ in range(max(1, cfg.benchmark.warmup)):
-    step(p, clips).block_until_ready()
+    jax.block_until_ready(step(p, clips, lengths))
   n_batches = max(1, -(-cfg.benchmark.num_clips // batch))
   t0 = time.perf_counter()
   for _ in range(n_batches):  # one call at a time: queued CPU calls would compete
-    step(p, clips).block_until_ready()
+    jax.block_until_ready(step(p, clips, lengths))
   compute_s = time.perf_counter() - t0
   rate = n_batches * batch / compute_s
   size = cfg.benchmark.matmul_size or (2048 if jax.default_backend() == 'cpu' else 8192)
   peak = c3d.matmul_peak_flops(cfg.dtype, size, sharded)
-  flops = c3d.flops_per_clip()
+  flops = ex.flops_per_clip(shape[0])
   result = {
-      'devices': [str(d) for d in sharded.mesh.devices.flat], 'backend': jax.default_backend(),
-      'dtype': cfg.dtype, 'batch_size': batch, 'random_weights': source['random_weights'],
+      'extractor': ex.name, 'devices': [str(d) for d in sharded.mesh.devices.flat],
+      'backend': jax.default_backend(), 'dtype': cfg.dtype, 'batch_size': batch,
+      'clip_frames': shape[0], 'random_weights': source['random_weights'],
       'compute_clips': n_batches * batch, 'compute_s': round(compute_s, 3),
-      'compute_clips_per_s': round(rate, 2), 'clips_per_s': round(rate, 2),
+      'compute_clips_per_s': round(rate, 2), 'compute_frames_per_s': round(rate * shape[0], 1),
+      'clips_per_s': round(rate, 2),
       'flops_per_clip': flops, 'achieved_tflops': round(flops * rate / 1e12, 3),
       'peak_matmul_tflops': round(peak / 1e12, 3), 'mfu': round(flops * rate / peak, 4)}
   if cfg.video_dir:
@@ -454,9 +465,12 @@ def run_extraction_benchmark(cfg, workdir: str) -> dict:
         'decode_clips': dec['clips'],
         'decode_s': round(dec['wall_s'], 3),
         'decode_clips_per_s': round(dec['clips'] / dec['wall_s'], 2),
-        'pipeline_clips': e2e['clips'], 'pipeline_s': round(e2e['wall_s'], 3),
+        'decode_frames_per_s': round(dec['frames'] / dec['wall_s'], 1),
+        'pipeline_clips': e2e['clips'], 'pipeline_frames': e2e['frames'],
+        'pipeline_s': round(e2e['wall_s'], 3),
         'pipeline_decode_busy_s': round(e2e['decode_s'], 3),
         'pipeline_compute_wait_s': round(e2e['compute_wait_s'], 3),
+        'pipeline_frames_per_s': round(e2e['frames'] / e2e['wall_s'], 1),
         'clips_per_s': round(e2e['clips'] / e2e['wall_s'], 2), 'errors': errors})
   print(json.dumps(result))
   return result

@@ -152,11 +152,6 @@ def _host_view(frame) -> np.ndarray:
   return arr
 
 
-def _bgr_resized(frame) -> np.ndarray:
-  # resize is per channel, so resizing RGB and then swapping channels equals the PyAV order
-  return np.ascontiguousarray(video.resize(_host_view(frame))[..., ::-1])
-
-
 def _open(nvc, path: str, gpu_id: int):
   kwargs = dict(gpu_id=gpu_id, use_device_memory=FRAME_TRANSFER != 'host',
                 output_color_type=nvc.OutputColorType.RGB, decoder_cache_size=1)
@@ -172,11 +167,12 @@ def _open(nvc, path: str, gpu_id: int):
 
 def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None, *,
                        stats: video.DecodeStats | None = None,
-                       gpu_id: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+                       gpu_id: int = 0, frames=video.C3DFrames) -> Iterator[tuple[int, np.ndarray]]:
   """`video.iter_segment_clips` with NVDEC: yields (segment, clips uint8 [V, 16, 112, 112, 3],
   BGR) in order of each segment's last frame. Raises VideoNotFoundError / CorruptVideoError
-  as the PyAV version does, and UserInputError when NVDEC is unavailable."""
-  plan = video.SegmentSchedule(indices, crops)
+  as the PyAV version does, and UserInputError when NVDEC is unavailable. frames=I3DFrames:
+  (segment, [1, T, 224, 224, 3] RGB), as the PyAV version."""
+  plan = video.SegmentSchedule(indices, crops, frames)
   stats = stats if stats is not None else video.DecodeStats()
   if not plan.num:
     return
@@ -190,33 +186,32 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
     except Exception:  # pylint: disable=broad-except
       declared = 0
     stop_after = plan.last_needed + 1  # frames to decode: up to the last one needed
-    count, last_bgr, last_rgb = 0, None, None
+    count, last_kept, last_rgb = 0, None, None
     while not plan.finished:
       want = max(1, min(BATCH_FRAMES, stop_after - count))
       try:
-        frames = decoder.get_batch_frames(want)
+        batch = decoder.get_batch_frames(want)
       except Exception as e:  # pylint: disable=broad-except
         if declared and count + max(2, declared // 100) >= declared:  # asked past the end
-          frames = []
+          batch = []
         else:
           raise _corrupt(path, f'NVDEC: {_first_line(e)}') from None
-      frames = list(frames or [])
-      if not frames:
+      batch = list(batch or [])
+      if not batch:
         break
-      for frame in frames:
+      for frame in batch:
         i, count = count, count + 1
         if i in plan.needed:
-          plan.cache[i] = _bgr_resized(frame)
+          plan.cache[i] = frames.from_rgb(_host_view(frame))
         yield from plan.completed(i)
       if not plan.finished:  # the frame to repeat if the video ends here (buffers get reused)
-        last_bgr = plan.cache.get(count - 1)
-        last_rgb = None if last_bgr is not None else np.array(_host_view(frames[-1]))
+        last_kept = plan.cache.get(count - 1)
+        last_rgb = None if last_kept is not None else np.array(_host_view(batch[-1]))
     stats.decoded_frames = count
     if plan.finished:
       return
     video.check_frame_count(path, count, declared)
-    last_img = last_bgr if last_bgr is not None else np.ascontiguousarray(
-        video.resize(last_rgb)[..., ::-1])
+    last_img = last_kept if last_kept is not None else frames.from_rgb(last_rgb)
     yield from plan.clamped(count, last_img, stats)
   finally:
     del decoder

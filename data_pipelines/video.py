@@ -242,6 +242,87 @@ def normalize(clips: np.ndarray) -> np.ndarray:
   return np.asarray(clips, np.float32) - MEAN_BGR
 
 
+# I3D (DeepMind's preprocessing): RGB, the short side resized to 256 (aspect kept), a 224x224
+# centre crop; the network maps [0, 255] to [-1, 1] itself (data_pipelines/extractors.py).
+I3D_SHORT_SIDE = 256
+I3D_CROP = 224
+I3D_PREPROCESSING = {
+    'color': 'RGB', 'resize_short_side': I3D_SHORT_SIDE,
+    'resize': 'bilinear, antialiased when shrinking (the geometry of PIL BILINEAR)',
+    'crop': I3D_CROP, 'crop_position': 'centre', 'range': [-1, 1]}
+
+
+def _filter_taps(src: int, dst: int, first: int, count: int):
+  """Rows `first .. first+count-1` of a src -> dst bilinear resize whose triangle filter is
+  stretched by the shrink factor (PIL's BILINEAR): (indices int [count, K], weights
+  float32 [count, K]), the weights of each row summing to 1."""
+  scale = src / dst
+  support = max(scale, 1.0)
+  centre = (np.arange(first, first + count, dtype=np.float64) + 0.5) * scale
+  lo = np.clip(np.floor(centre - support + 0.5).astype(np.int64), 0, src - 1)
+  k = int(np.ceil(2 * support)) + 2
+  idx = lo[:, None] + np.arange(k)[None, :]
+  w = np.maximum(0.0, 1.0 - np.abs((idx + 0.5 - centre[:, None]) / support))
+  w[idx >= src] = 0.0
+  w /= w.sum(1, keepdims=True)
+  return np.minimum(idx, src - 1), w.astype(np.float32)
+
+
+def i3d_frame(frame: np.ndarray) -> np.ndarray:
+  """RGB [H, W, 3] uint8 -> [224, 224, 3] uint8: the centre 224x224 of the frame resized so
+  that its short side is 256 (only the cropped part is computed)."""
+  h, w = frame.shape[:2]
+  key = ('i3d', h, w)
+  if key not in _TAPS:
+    scale = I3D_SHORT_SIDE / min(h, w)
+    rh, rw = max(I3D_CROP, round(h * scale)), max(I3D_CROP, round(w * scale))
+    _TAPS[key] = (_filter_taps(h, rh, (rh - I3D_CROP) // 2, I3D_CROP),
+                  _filter_taps(w, rw, (rw - I3D_CROP) // 2, I3D_CROP))
+  (iy, wy), (ix, wx) = _TAPS[key]
+  rows = np.zeros((I3D_CROP, w, 3), np.float32)
+  for k in range(iy.shape[1]):
+    rows += wy[:, k, None, None] * frame[iy[:, k]]
+  out = np.zeros((I3D_CROP, I3D_CROP, 3), np.float32)
+  for k in range(ix.shape[1]):
+    out += wx[None, :, k, None] * rows[:, ix[:, k]]
+  return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+class C3DFrames:
+  """C3D clips: 16 sampled frames, BGR 128x171, cropped views [V, 16, 112, 112, 3]."""
+  pix_fmt = 'bgr24'  # what PyAV decodes to for `decoded`
+
+  @staticmethod
+  def decoded(arr: np.ndarray) -> np.ndarray:
+    return resize(arr)
+
+  @staticmethod
+  def from_rgb(rgb: np.ndarray) -> np.ndarray:
+    # resize is per channel, so resizing RGB and then swapping channels equals the BGR order
+    return np.ascontiguousarray(resize(rgb)[..., ::-1])
+
+  @staticmethod
+  def clips(frames: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    return crop_views(frames, crops)
+
+
+class I3DFrames:
+  """I3D clips: the segment's frames, RGB, centre 224x224 of the 256-short-side resize,
+  one view [1, T, 224, 224, 3]."""
+  pix_fmt = 'rgb24'
+
+  @staticmethod
+  def decoded(arr: np.ndarray) -> np.ndarray:
+    return i3d_frame(arr)
+
+  from_rgb = decoded
+
+  @staticmethod
+  def clips(frames: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    del crops  # the centre crop is the frame
+    return frames[None]
+
+
 # ------------------------------------------------------------------------------ decoding
 
 def _decoded_frames(container, stream, path):
@@ -259,21 +340,28 @@ def _decoded_frames(container, stream, path):
 class SegmentSchedule:
   """What a sequential decoder keeps and when each segment is complete, for any decoder.
 
-  indices: int [S, 16] frame indices per segment; crops: [S, V, 3] from `crop_plan`.
-  Segments complete in order of their last frame; a decoded frame is kept (in `cache`, as
-  the decoder stores it: resized BGR) only while a pending segment still needs it.
+  indices: int [S, 16] frame indices per segment, or a list of S index arrays of any
+  lengths (I3D); crops: [S, V, 3] from `crop_plan`; frames: how a decoded frame is kept and
+  clips are made (C3DFrames | I3DFrames). Segments complete in order of their last frame; a
+  decoded frame is kept (in `cache`, as `frames` makes it) only while a pending segment
+  still needs it.
   """
 
-  def __init__(self, indices: np.ndarray, crops: np.ndarray | None = None):
-    self.indices = np.asarray(indices, np.int64).reshape(-1, NUM_FRAMES)
+  def __init__(self, indices, crops: np.ndarray | None = None, frames=C3DFrames):
+    if isinstance(indices, np.ndarray) and indices.ndim == 1:
+      indices = indices.reshape(-1, NUM_FRAMES)
+    self.indices = [np.asarray(ix, np.int64).ravel() for ix in indices]
     self.num = len(self.indices)
+    self.frames = frames
     self.crops = crop_plan(self.num) if crops is None else np.asarray(crops)
-    self.order = np.argsort(self.indices.max(1), kind='stable')
-    self.ready_at = self.indices.max(1)[self.order]
+    last = np.array([ix.max() for ix in self.indices], np.int64)
+    first = np.array([ix.min() for ix in self.indices], np.int64)
+    self.order = np.argsort(last, kind='stable')
+    self.ready_at = last[self.order]
     # keep_from[k]: the smallest frame any of the segments order[k:] still needs.
-    self.keep_from = (np.minimum.accumulate(self.indices.min(1)[self.order][::-1])[::-1]
+    self.keep_from = (np.minimum.accumulate(first[self.order][::-1])[::-1]
                       if self.num else [])
-    self.needed = set(self.indices.ravel().tolist())
+    self.needed = set(np.concatenate(self.indices).tolist()) if self.num else set()
     self.last_needed = int(self.ready_at[-1]) if self.num else -1
     self.cache: dict[int, np.ndarray] = {}
     self.done = 0
@@ -283,11 +371,12 @@ class SegmentSchedule:
     return self.done == self.num
 
   def completed(self, i: int) -> Iterator[tuple[int, np.ndarray]]:
-    """After frame `i` was decoded: (segment, clips [V, 16, 112, 112, 3]) of every segment
-    now complete, dropping the frames no pending segment needs."""
+    """After frame `i` was decoded: (segment, clips [V, T, h, w, 3]) of every segment now
+    complete, dropping the frames no pending segment needs."""
     while self.done < self.num and self.ready_at[self.done] <= i:
       s = self.order[self.done]
-      yield int(s), crop_views(np.stack([self.cache[k] for k in self.indices[s]]), self.crops[s])
+      yield int(s), self.frames.clips(np.stack([self.cache[k] for k in self.indices[s]]),
+                                      self.crops[s])
       self.done += 1
       floor_ = self.keep_from[self.done] if self.done < self.num else np.inf
       for k in [k for k in self.cache if k < floor_]:
@@ -296,13 +385,13 @@ class SegmentSchedule:
   def clamped(self, count: int, last_img: np.ndarray,
               stats: DecodeStats) -> Iterator[tuple[int, np.ndarray]]:
     """The segments left when the video ended after `count` frames: frames past the end are
-    the last decoded one (`last_img`, resized BGR)."""
+    the last decoded one (`last_img`, as `frames` keeps it)."""
     while self.done < self.num:
       s = self.order[self.done]
       stats.clamped_segments += 1
       frames = np.stack([self.cache.get(k, last_img) if k < count else last_img
                          for k in self.indices[s]])
-      yield int(s), crop_views(frames, self.crops[s])
+      yield int(s), self.frames.clips(frames, self.crops[s])
       self.done += 1
 
 
@@ -315,18 +404,20 @@ def check_frame_count(path: str, count: int, declared: int) -> None:
 
 
 def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None, *,
-                       stats: DecodeStats | None = None,
-                       decoder_threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+                       stats: DecodeStats | None = None, decoder_threads: int = 0,
+                       frames=C3DFrames) -> Iterator[tuple[int, np.ndarray]]:
   """Decodes `path` once and yields (segment, clips uint8 [V, 16, 112, 112, 3], BGR) as soon
-  as a segment's frames are decoded (in order of each segment's last frame).
+  as a segment's frames are decoded (in order of each segment's last frame); with
+  frames=I3DFrames, (segment, [1, T, 224, 224, 3] RGB).
 
-  indices: int [S, 16] frame indices per segment; crops: [S, V, 3] from `crop_plan`
-  (default: centre crop only). Only frames still needed by pending segments are kept.
+  indices: int [S, 16] frame indices per segment (or S index arrays, see SegmentSchedule);
+  crops: [S, V, 3] from `crop_plan` (default: centre crop only). Only frames still needed by
+  pending segments are kept.
   Raises VideoNotFoundError / CorruptVideoError (also for a file that decodes to fewer frames
   than its container declares, i.e. a truncated one; decoding stops after the last frame a
   segment needs, so a cut after that frame goes unnoticed and costs nothing).
   """
-  plan = SegmentSchedule(indices, crops)
+  plan = SegmentSchedule(indices, crops, frames)
   stats = stats if stats is not None else DecodeStats()
   if not plan.num:
     return
@@ -338,14 +429,14 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
     for frame in _decoded_frames(container, stream, path):
       i, count, last = count, count + 1, frame
       if i in plan.needed:
-        plan.cache[i] = resize(frame.to_ndarray(format='bgr24'))
+        plan.cache[i] = frames.decoded(frame.to_ndarray(format=frames.pix_fmt))
       yield from plan.completed(i)
       if plan.finished:
         stats.decoded_frames = count
         return
     stats.decoded_frames = count
     check_frame_count(path, count, stream.frames)
-    yield from plan.clamped(count, resize(last.to_ndarray(format='bgr24')), stats)
+    yield from plan.clamped(count, frames.decoded(last.to_ndarray(format=frames.pix_fmt)), stats)
 
 
 def decode_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None,

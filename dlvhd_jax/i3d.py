@@ -200,6 +200,27 @@ def load_params(path: str | None = None, sha256: str | None = CHECKPOINT_SHA256)
   return convert_package_variables(variables, path)
 
 
+@functools.lru_cache(maxsize=1)
+def class_names() -> tuple[str, ...]:
+  """The 400 Kinetics class names in logit order (kinetics400_labels.txt beside this file,
+  DeepMind's label_map.txt)."""
+  path = os.path.join(os.path.dirname(__file__), 'kinetics400_labels.txt')
+  with open(path) as f:
+    names = tuple(line.strip() for line in f if line.strip() and not line.startswith('#'))
+  assert len(names) == NUM_CLASSES, path
+  return names
+
+
+def top_classes(logits: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+  """logits [S, 400] -> per row the k most probable classes, [(name, softmax prob)]."""
+  logits = np.asarray(logits, np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  names = class_names()
+  best = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
+  return [[(names[j], round(float(row[j]), 4)) for j in idx] for row, idx in zip(probs, best)]
+
+
 def init_random_params(seed: int = 0) -> dict:
   """Random float32 params (tests, benchmarks): N(0, 1/fan_in) kernels, unit statistics."""
   rng = np.random.default_rng(seed)
@@ -215,16 +236,70 @@ def init_random_params(seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------------ inference
+#
+# Lowering. XLA's CPU 3-D convolution is slow, worst for the 3-channel stem (25 GFLOP/s for
+# Conv3d_1a_7x7 on the AVX-512 machine of docs/performance.md, half the network's time). A
+# kt x kh x kw convolution is computed instead as a 2-D kh x kw convolution over the frames,
+# with the kt temporal taps folded into the input channels (the time axis padded as
+# TensorFlow's SAME does); 1x1x1 units are matmuls, and the three 1x1x1 units that read an
+# Inception module's input are one matmul. Measured on that machine, one 32x224x224 clip:
+# 1.93 s -> 0.96 s (0.56 of the measured f32 matmul peak). The arithmetic is the same; results agree with XLA's
+# 3-D convolution to float rounding (tests/test_i3d.py).
+#
+# Lengths. Clips of different lengths share one compiled shape: a clip of T frames is padded
+# to the batch's L frames and `lengths` [B] says how many are real. Every unit's output is
+# zeroed past its clip's valid length, which is exactly TensorFlow's SAME zero padding (and,
+# after a ReLU, the -inf padding of the max-pools: a window always holds a real value >= 0),
+# and the spatial-temporal mean covers the valid steps only. The stride-2 layers pad their
+# low side by an amount that depends on the length's parity, so L must equal T modulo 4
+# (`bucket_length`); then a padded clip's features equal the unpadded clip's, and no clip's
+# features depend on the others in its batch.
 
-def _unit(p, x, stride=(1, 1, 1)):
+
+def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
+  """TensorFlow SAME padding (low, high) of an axis of size n, kernel k, stride s."""
+  total = max((-(-n // s) - 1) * s + k - n, 0)
+  return total // 2, total - total // 2
+
+
+def _conv(x, kernel, stride=(1, 1, 1)):
+  """SAME 3-D convolution, no bias: x [B, T, H, W, C], kernel [kt, kh, kw, C, O]."""
+  kt, kh, kw, cin, cout = kernel.shape
+  if (kt, kh, kw) == (1, 1, 1) and stride == (1, 1, 1):
+    return jnp.einsum('bthwc,co->bthwo', x, kernel.reshape(cin, cout))
+  b, t, h, w, _ = x.shape
+  st = stride[0]
+  to = -(-t // st)
+  lo, hi = _same_pad(t, kt, st)
+  xp = jnp.pad(x, ((0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)))
+  taps = jnp.concatenate([xp[:, k:k + st * (to - 1) + 1:st] for k in range(kt)], axis=-1)
+  k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kt * cin, cout)
+  y = jax.lax.conv_general_dilated(taps.reshape(b * to, h, w, kt * cin), k2, stride[1:],
+                                   'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return y.reshape(b, to, *y.shape[1:])
+
+
+def _bn_relu(y, units):
+  """Inference BatchNorm (beta only) + ReLU for the concatenated outputs of `units`."""
+  dtype = y.dtype
+  var = jnp.concatenate([u['var'] for u in units]).astype(jnp.float32)
+  mean = jnp.concatenate([u['mean'] for u in units])
+  beta = jnp.concatenate([u['beta'] for u in units])
+  scale = jax.lax.rsqrt(var + BN_EPSILON)
+  return jax.nn.relu(y * scale.astype(dtype) + (beta - mean * scale).astype(dtype))
+
+
+def _mask(x, valid):
+  """Zeroes time steps at or past `valid` [B] (None: all steps are real)."""
+  if valid is None:
+    return x
+  keep = jnp.arange(x.shape[1])[None, :] < valid[:, None]
+  return x * keep[:, :, None, None, None].astype(x.dtype)
+
+
+def _unit(p, x, valid, stride=(1, 1, 1)):
   """Conv3d (SAME, no bias) -> BatchNorm (inference, beta only) -> ReLU, in x's dtype."""
-  dtype = x.dtype
-  y = jax.lax.conv_general_dilated(
-      x, p['kernel'].astype(dtype), window_strides=stride, padding='SAME',
-      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
-  scale = jax.lax.rsqrt(p['var'].astype(jnp.float32) + BN_EPSILON)
-  shift = p['beta'] - p['mean'] * scale
-  return jax.nn.relu(y * scale.astype(dtype) + shift.astype(dtype))
+  return _mask(_bn_relu(_conv(x, p['kernel'].astype(x.dtype), stride), [p]), valid)
 
 
 def _max_pool(x, window, strides):
@@ -233,41 +308,64 @@ def _max_pool(x, window, strides):
                                (1, *window, 1), (1, *strides, 1), 'SAME')
 
 
-def _mixed(params, name, x):
-  b = lambda unit, y: _unit(params[f'{name}/{unit}'], y)  # noqa: E731
-  b0 = b('Branch_0/Conv3d_0a_1x1', x)
-  b1 = b('Branch_1/Conv3d_0b_3x3', b('Branch_1/Conv3d_0a_1x1', x))
-  b2 = b('Branch_2/Conv3d_0b_3x3', b('Branch_2/Conv3d_0a_1x1', x))
-  b3 = b('Branch_3/Conv3d_0b_1x1', _max_pool(x, (3, 3, 3), (1, 1, 1)))
+def _mixed(params, name, x, valid):
+  p = lambda unit: params[f'{name}/{unit}']  # noqa: E731
+  heads = [p('Branch_0/Conv3d_0a_1x1'), p('Branch_1/Conv3d_0a_1x1'), p('Branch_2/Conv3d_0a_1x1')]
+  sizes = np.cumsum([u['kernel'].shape[-1] for u in heads])[:-1]
+  kernel = jnp.concatenate([u['kernel'] for u in heads], axis=-1).astype(x.dtype)
+  b0, b1, b2 = jnp.split(_mask(_bn_relu(_conv(x, kernel), heads), valid), sizes, axis=-1)
+  b1 = _unit(p('Branch_1/Conv3d_0b_3x3'), b1, valid)
+  b2 = _unit(p('Branch_2/Conv3d_0b_3x3'), b2, valid)
+  b3 = _unit(p('Branch_3/Conv3d_0b_1x1'), _max_pool(x, (3, 3, 3), (1, 1, 1)), valid)
   return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-def mixed_5c(params, x):
-  """Trunk: x [B, T, H, W, 3] (compute dtype) -> Mixed_5c [B, T', H', W', 1024]."""
+def _halve(valid):
+  return None if valid is None else (valid + 1) // 2
+
+
+def mixed_5c(params, x, lengths=None):
+  """Trunk: x [B, T, H, W, 3] (compute dtype), lengths [B] or None -> (Mixed_5c
+  [B, T', H', W', 1024] with steps past a clip's length zeroed, valid steps [B] or None)."""
   p = params['params']
-  x = _unit(p['Conv3d_1a_7x7'], x, stride=(2, 2, 2))
+  valid = None if lengths is None else jnp.asarray(lengths, jnp.int32)
+  x = _mask(x, valid)
+  valid = _halve(valid)
+  x = _unit(p['Conv3d_1a_7x7'], x, valid, stride=(2, 2, 2))
   x = _max_pool(x, *POOLS['MaxPool3d_2a_3x3'])
-  x = _unit(p['Conv3d_2b_1x1'], x)
-  x = _unit(p['Conv3d_2c_3x3'], x)
+  x = _unit(p['Conv3d_2b_1x1'], x, valid)
+  x = _unit(p['Conv3d_2c_3x3'], x, valid)
   x = _max_pool(x, *POOLS['MaxPool3d_3a_3x3'])
   for name, _, _ in MIXED:
-    if name == 'Mixed_4b':
-      x = _max_pool(x, *POOLS['MaxPool3d_4a_3x3'])
-    elif name == 'Mixed_5b':
-      x = _max_pool(x, *POOLS['MaxPool3d_5a_2x2'])
-    x = _mixed(p, name, x)
-  return x
+    if name in ('Mixed_4b', 'Mixed_5b'):
+      pool = 'MaxPool3d_4a_3x3' if name == 'Mixed_4b' else 'MaxPool3d_5a_2x2'
+      valid = _halve(valid)
+      x = _mask(_max_pool(x, *POOLS[pool]), valid)
+    x = _mixed(p, name, x, valid)
+  return x, valid
 
 
-def logits_head(params, mixed5c):
-  """Mixed_5c [B, T', H', W', 1024] -> Kinetics-400 logits [B, 400] (float32)."""
+def _time_weights(num_steps: int, valid) -> jax.Array:
+  """[B, T'] weights of the time steps in the logits head: DeepMind's head averages [2, 7, 7]
+  windows (VALID) and then the windows, i.e. weighs the inner steps twice as much as the two
+  end steps; a clip with one valid step (< 9 frames) weighs it alone."""
+  t = jnp.arange(num_steps)[None, :]
+  v = valid[:, None]
+  count = ((t <= v - 2).astype(jnp.float32) + ((t >= 1) & (t <= v - 1)).astype(jnp.float32))
+  return jnp.where(v >= 2, count / (2.0 * jnp.maximum(v - 1, 1)), (t == 0).astype(jnp.float32))
+
+
+def pooled_and_logits(params, mixed5c, valid=None):
+  """Mixed_5c [B, T', 7, 7, 1024] (valid steps [B]) -> (mean feature [B, 1024],
+  Kinetics-400 logits [B, 400]), float32. The head is linear after its average pool, so
+  the logits are the 1x1x1 convolution of a weighted mean of the spatially averaged steps."""
+  b, steps = mixed5c.shape[:2]
+  valid = jnp.full((b,), steps, jnp.int32) if valid is None else valid
+  space = jnp.mean(mixed5c.astype(jnp.float32), axis=(2, 3))  # [B, T', 1024]
+  feature = space.sum(1) / valid[:, None].astype(jnp.float32)
+  head = jnp.einsum('bt,btc->bc', _time_weights(steps, valid), space)
   p = params['params'][LOGITS_UNIT]
-  x = mixed5c.astype(jnp.float32)
-  window = (1, *LOGITS_POOL, 1)
-  x = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, (1,) * 5, 'VALID') / np.prod(LOGITS_POOL)
-  x = jnp.einsum('bthwc,ck->bthwk', x, p['kernel'].reshape(FEATURE_DIM, NUM_CLASSES)) + p['bias']
-  x = jnp.squeeze(x, (2, 3))  # spatial squeeze: [B, T'', 400]; H'' = W'' = 1 at 224x224
-  return jnp.mean(x, axis=1)
+  return feature, head @ p['kernel'].reshape(FEATURE_DIM, NUM_CLASSES) + p['bias']
 
 
 def check_clips(clips_shape: Sequence[int], outputs: Sequence[str]) -> None:
@@ -277,31 +375,37 @@ def check_clips(clips_shape: Sequence[int], outputs: Sequence[str]) -> None:
   if bad:
     raise ValueError(f'unknown I3D outputs {bad}; choose from {OUTPUTS}')
   if 'logits' in outputs:
-    t, h, w = (-(-n // s) for n, s in zip(clips_shape[1:4], (8, 32, 32)))
-    if t < LOGITS_POOL[0] or (h, w) != LOGITS_POOL[1:]:
-      raise ValueError(f'I3D logits need Mixed_5c of [>=2, 7, 7] (e.g. >= 9 frames of '
-                       f'224x224), got [{t}, {h}, {w}] from clips {tuple(clips_shape)}')
+    h, w = (-(-n // 32) for n in clips_shape[2:4])
+    if (h, w) != LOGITS_POOL[1:]:
+      raise ValueError(f'I3D logits need a 7x7 Mixed_5c (e.g. 224x224 clips), got {h}x{w} '
+                       f'from clips {tuple(clips_shape)}')
+
+
+def bucket_length(num_frames: int, step: int = 16) -> int:
+  """The padded length a clip of `num_frames` frames is computed at: the multiple of `step`
+  (a multiple of 4) at or above it, plus num_frames mod 4 (see Lengths above)."""
+  if step % 4 or step <= 0:
+    raise ValueError(f'bucket step must be a positive multiple of 4, got {step}')
+  n = max(1, int(num_frames))
+  return -(-n // step) * step + n % 4
 
 
 @functools.partial(jax.jit, static_argnames=('dtype', 'outputs'))
-def forward(params, clips, dtype: str = 'float32',
+def forward(params, clips, lengths=None, dtype: str = 'float32',
             outputs: Sequence[str] = OUTPUTS) -> dict[str, jax.Array]:
   """clips [B, T, H, W, 3] RGB in [-1, 1] -> {'mixed_5c': [B, 1024], 'logits': [B, 400]}.
 
-  `mixed_5c` is Mixed_5c averaged over time and space; `logits` the Kinetics-400 head
-  (needs ~224x224 and >= 9 frames, see check_clips). Both float32; `dtype` is the compute
-  dtype of the trunk, 'float32' or 'bfloat16'.
+  `lengths` [B] (optional): real frames per clip, the rest padding; each clip's T must equal
+  its length modulo 4 (`bucket_length`). `mixed_5c` is Mixed_5c averaged over the valid time
+  steps and space; `logits` the Kinetics-400 head (needs 224x224-sized clips). Both float32;
+  `dtype` is the compute dtype of the trunk, 'float32' or 'bfloat16'.
   """
   if dtype not in DTYPES:
     raise ValueError(f'dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
   check_clips(clips.shape, outputs)
-  x = mixed_5c(params, clips.astype(DTYPES[dtype]))
-  result = {}
-  if 'mixed_5c' in outputs:
-    result['mixed_5c'] = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
-  if 'logits' in outputs:
-    result['logits'] = logits_head(params, x)
-  return result
+  x, valid = mixed_5c(params, clips.astype(DTYPES[dtype]), lengths)
+  feature, logits = pooled_and_logits(params, x, valid)
+  return {k: v for k, v in (('mixed_5c', feature), ('logits', logits)) if k in outputs}
 
 
 def extract_mixed_5c(params, clips, dtype: str = 'float32') -> jax.Array:

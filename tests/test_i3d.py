@@ -63,7 +63,7 @@ def test_matches_the_package_model(params, package_reference):
   small = rng.uniform(-1, 1, (2, 16, 64, 64, 3)).astype(np.float32)
   ref, _ = jax.jit(model_cls(final_endpoint='Mixed_5c').apply)(variables, small)
   ref = np.asarray(ref)
-  got = np.asarray(jax.jit(i3d.mixed_5c)(params, small))
+  got = np.asarray(jax.jit(i3d.mixed_5c)(params, small)[0])
   assert got.shape == ref.shape == (2, 2, 2, 2, 1024)
   diff = np.abs(got - ref).max()
   print(f'Mixed_5c map [2,16,64,64,3]: max abs diff {diff:.2e} (max |ref| {np.abs(ref).max():.2f})')
@@ -89,6 +89,50 @@ def test_bfloat16_compute_tracks_float32(params):
   assert bf16.dtype == np.float32 and bf16.shape == (2, 1024)
   assert np.corrcoef(f32.ravel(), np.asarray(bf16).ravel())[0, 1] > 0.99
   assert np.abs(np.asarray(bf16) - f32).max() < 0.1 * np.abs(f32).max()
+
+
+def test_padded_clips_equal_unpadded_ones():
+  """Clips of 5, 13, 21 and 22 frames, padded (with noise, which must be masked) and batched,
+  give each clip's own unpadded features and logits: nothing leaks between clips or from the
+  padding. 5 frames is one Mixed_5c step, which the logits weigh alone."""
+  random = i3d.init_random_params(3)
+  rng = np.random.default_rng(4)
+
+  def check(lengths, size, padded, outputs):
+    clips = [rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32) for n in lengths]
+    batch = np.stack([np.concatenate([c, rng.uniform(-1, 1, (padded - len(c), size, size, 3))])
+                      for c in clips]).astype(np.float32)
+    out = i3d.forward(random, batch, lengths=np.array(lengths), outputs=outputs)
+    for row, c in enumerate(clips):
+      alone = i3d.forward(random, c[None], outputs=outputs)
+      for k in outputs:
+        scale = float(np.abs(alone[k]).max())
+        np.testing.assert_allclose(out[k][row], alone[k][0], rtol=0, atol=1e-4 * scale,
+                                   err_msg=f'{k}: {lengths[row]} frames padded to {padded}')
+
+  check([5, 13, 21], 64, 25, ('mixed_5c',))  # one length class modulo 4
+  check([22], 64, i3d.bucket_length(22), ('mixed_5c',))
+  check([5, 13], 224, i3d.bucket_length(13), i3d.OUTPUTS)
+
+
+def test_bucket_lengths_keep_the_length_modulo_4():
+  for n in range(1, 200):
+    L = i3d.bucket_length(n)
+    assert L >= n and L % 4 == n % 4 and L - n < 16 + 4, n
+  assert i3d.bucket_length(100) == 112 and i3d.bucket_length(32) == 32 and i3d.bucket_length(33) == 49
+  with pytest.raises(ValueError, match='multiple of 4'):
+    i3d.bucket_length(10, 6)
+
+
+def test_top_classes_are_softmax_ranked():
+  names = i3d.class_names()
+  assert len(names) == 400 and names[0] == 'abseiling' and names[338] == 'surfing water'
+  logits = np.zeros((2, 400))
+  logits[0, 338], logits[0, 5], logits[1, 0] = 3.0, 1.0, 2.0
+  top = i3d.top_classes(logits, k=2)
+  assert [n for n, _ in top[0]] == ['surfing water', names[5]]
+  p = np.exp(3.0) / (np.exp(3.0) + np.exp(1.0) + 398)
+  assert top[0][0][1] == pytest.approx(p, abs=1e-4) and top[1][0][0] == 'abseiling'
 
 
 def test_logits_refuse_clips_the_head_cannot_pool():
@@ -125,7 +169,7 @@ def test_sample_clip_matches_deepmind_published_output(params):
   logits = np.asarray(i3d.forward(params, clip, outputs=('logits',))['logits'][0])
   with open(os.path.join(KINETICS_I3D, 'label_map.txt')) as f:
     labels = [line.strip() for line in f if line.strip()]
-  assert len(labels) == 400
+  assert tuple(labels) == i3d.class_names()  # the copy shipped beside i3d.py
   norm, published = _published(os.path.join(KINETICS_I3D, 'expected_imagenet_rgb.txt'))
   ours = [labels[i] for i in np.argsort(-logits)[:5]]
   theirs = [name for _, name in published[:5]]
