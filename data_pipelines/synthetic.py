@@ -90,7 +90,7 @@ def write_synthetic_dataset(root: str, *, categories=CATEGORIES, videos_per_cate
   return root
 
 
-def label_extracted(root: str, *, stream: str = 'c3d', categories=('demo_a', 'demo_b'),
+def label_extracted(root: str, *, stream: str | None = None, categories=('demo_a', 'demo_b'),
                     copies: int = 4, highlight_fraction: float = 0.3, seed: int = 0) -> str:
   """Turns an extraction output (youtube_anno.json + video_features/<vid>_<stream>.npy of
   real videos, all unlabeled) into a small labeled dataset for trying the whole path
@@ -99,8 +99,16 @@ def label_extracted(root: str, *, stream: str = 'c3d', categories=('demo_a', 'de
   Every extracted video becomes `copies` videos per category (`<vid>__<category><k>`, its
   features plus 1% noise) whose highlights are the `highlight_fraction` of its segments with
   the largest sum of unit-normalized features: a synthetic but learnable label. Written into `root` (its
-  extraction record stays beside the features) with splits/umt_splits.json. Returns `root`.
+  extraction record stays beside the features) with splits/umt_splits.json. `stream`: the
+  features' name (default: the one <stream>_extraction.json in `root` names). Returns `root`.
   """
+  if stream is None:
+    records = sorted(f[:-len('_extraction.json')] for f in os.listdir(root)
+                     if f.endswith('_extraction.json'))
+    if len(records) != 1:
+      raise ValueError(f'{root}: pass the stream to label (--stream), found extraction records '
+                       f'{records or "none"}')
+    stream = records[0]
   anno_path = os.path.join(root, 'youtube_anno.json')
   with open(anno_path) as f:
     anno = json.load(f)
@@ -180,7 +188,8 @@ if __name__ == '__main__':
   parser = argparse.ArgumentParser(description='Synthetic labels for extracted features '
                                    '(label_extracted): python -m data_pipelines.synthetic --label <dir>')
   parser.add_argument('--label', required=True, help='an extraction output folder')
-  parser.add_argument('--stream', default='c3d')
+  parser.add_argument('--stream', default=None,
+                      help='features to label (default: the stream of the extraction record)')
   parser.add_argument('--copies', type=int, default=4)
   args = parser.parse_args()
   print(label_extracted(args.label, stream=args.stream, copies=args.copies))

@@ -1,7 +1,8 @@
 """--mode=predict and HighlightDetector: scores, curve, reel and index.html of new videos.
 
-The real-video fixture is also the test that extracted C3D features train and evaluate
-(data.features=c3d)."""
+The real-video fixture is also the test that extracted I3D features train and evaluate
+(data.features=rgb), and that predict tags each interval with the Kinetics classes of the same
+forward pass."""
 import json
 import os
 import shutil
@@ -99,6 +100,51 @@ def test_npy_input_streams_and_mismatch(synthetic_run, tmp_path, capsys):
   assert len(err) == 1 and 'did not make' in err[0] and '.npy' in err[0]
 
 
+def test_class_tags_in_json_and_index(synthetic_run, tmp_path):
+  """Kinetics logits given with the features tag each segment and each merged interval (the
+  mean probabilities of its segments) in <vid>.json and index.html."""
+  det = detector.HighlightDetector.from_workdir(synthetic_run)
+  feats = np.random.RandomState(2).randn(6, 64).astype(np.float32)
+  logits = np.zeros((6, 400))
+  logits[:, 337] = 4.0  # surfing water everywhere, and crowds in the second half
+  logits[3:, 336] = 4.5
+  iv = np.stack([np.arange(6) * 2.0, np.arange(6) * 2.0 + 2], 1)
+  pred = det.score_features(feats, vid='surf', intervals_s=iv, class_logits=logits, top_k=6)
+  doc = pred.to_json()
+  p_water = np.exp(4.0) / (np.exp(4.0) + 399)
+  first = doc['segments'][0]['classes']
+  assert first[0] == {'class': 'surfing water', 'p': pytest.approx(p_water, abs=1e-4)}
+  assert doc['segments'][5]['classes'][0]['class'] == 'surfing crowd'
+  (whole,) = doc['highlights']  # all six segments merged: their mean probabilities
+  mean = logits.copy()
+  mean = np.exp(mean - mean.max(1, keepdims=True))
+  mean = (mean / mean.sum(1, keepdims=True)).mean(0)
+  assert [c['class'] for c in whole['classes'][:2]] == ['surfing water', 'surfing crowd']
+  assert whole['classes'][0]['p'] == pytest.approx(mean[337], abs=1e-4)
+  det.render(pred, str(tmp_path), thumbnails=0)
+  from app import report  # pylint: disable=import-outside-toplevel
+  page = open(report.write_index(str(tmp_path))).read()
+  assert 'what happens (Kinetics-400)' in page and f"surfing water {mean[337]:.2f}" in page
+
+
+def test_features_of_another_extractor_are_refused(synthetic_run, tmp_path, capsys):
+  """The run was trained on features no extraction record describes (a public release's
+  kind); an .npy that --mode=extract wrote with I3D shares the shape, not the meaning."""
+  folder = tmp_path / 'features' / 'video_features'
+  folder.mkdir(parents=True)
+  np.save(folder / 'v_rgb.npy', np.zeros((4, 32), np.float32))
+  np.save(folder / 'v_opt.npy', np.zeros((4, 32), np.float32))
+  (tmp_path / 'features' / 'rgb_extraction.json').write_text(json.dumps({'settings': {
+      'extractor': 'i3d', 'random_weights': False, 'weights_sha256': 'af5c50f0df57' + '0' * 52}}))
+  assert _main('--config=configs/demo.py', f'--workdir={synthetic_run}', '--mode=predict',
+               f'--config.predict.inputs={folder / "v_rgb.npy"}',
+               f'--config.predict.output_dir={tmp_path / "out"}',
+               '--config.predict.segment_seconds=2') == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'I3D with weights sha256 af5c50f0df57' in err[0], err
+  assert 'no extraction record' in err[0] and 'do not mix' in err[0]
+
+
 def test_npy_index_renders_in_a_browser(synthetic_run, tmp_path):
   """index.html of a feature-file prediction (no ../shared needed, so CI's browser runs it):
   every image loads in headless Chromium."""
@@ -144,27 +190,27 @@ def _probe_page(index_html: str) -> dict:
 
 @pytest.fixture(scope='module')
 def video_run(tmp_path_factory):
-  """Real mp4s -> random-weight C3D features -> synthetic labels -> a 2-seed run -> predict."""
+  """Real mp4s -> I3D features (the package's Kinetics-400 weights) -> synthetic labels -> a
+  2-seed run -> predict."""
   if not os.path.isfile(os.path.join(VIDEOS, 'bikes.mp4')):
     pytest.skip('real test videos live in ../shared/data/videos (absent in this checkout)')
   base = tmp_path_factory.mktemp('predict_videos')
   feats, run, out, inputs = (str(base / n) for n in ('features', 'run', 'out', 'inputs'))
-  assert _main('--mode=extract', '--config=configs/extract_c3d.py', f'--workdir={feats}',
+  assert _main('--mode=extract', '--config=configs/extract_i3d.py', f'--workdir={feats}',
                f'--config.video_dir={VIDEOS}', '--config.segmenter=segment_seconds',
-               '--config.segment_seconds=2.0', '--config.allow_random_weights=True',
-               '--config.batch_size=8') == 0
+               '--config.segment_seconds=2.0') == 0
   anno = json.load(open(os.path.join(feats, 'youtube_anno.json')))
   assert set(anno) == {'bikes', 'bigbuckbunny'}
   for vid, entry in anno.items():
-    x = np.load(os.path.join(feats, 'video_features', f'{vid}_c3d.npy'))
-    assert x.shape == (len(entry['clip']), 4096) and np.isfinite(x).all()
+    x = np.load(os.path.join(feats, 'video_features', f'{vid}_rgb.npy'))
+    assert x.shape == (len(entry['clip']), 1024) and np.isfinite(x).all()
   synthetic.label_extracted(feats, copies=3)
-  # Training reads the extracted features (data.features=c3d) and evaluates on them.
+  # Training reads the extracted features (data.features=rgb) and evaluates on them.
   assert _main('--config=configs/own_videos.py', f'--workdir={run}', f'--config.data.root={feats}',
                '--config.num_seeds=2', '--config.train.num_steps=20',
                '--config.train.checkpoint_every_steps=20') == 0
   res = json.load(open(os.path.join(run, 'results.json')))
-  assert res['features'] == 'c3d' and res['num_test_videos'] == 2 and 0 < res['map'] <= 1
+  assert res['features'] == 'rgb' and res['num_test_videos'] == 2 and 0 < res['map'] <= 1
   os.makedirs(inputs)
   for name in ('bikes.mp4', 'bigbuckbunny.mp4'):
     shutil.copy(os.path.join(VIDEOS, name), inputs)
@@ -172,9 +218,9 @@ def video_run(tmp_path_factory):
     f.write(b'\x00\x00\x00\x18ftypmp42' + b'\x00' * 64)
   args = ('--mode=predict', '--config=configs/own_videos.py', f'--workdir={run}',
           f'--config.predict.inputs={inputs}', f'--config.predict.output_dir={out}',
-          '--config.predict.batch_size=8', '--config.predict.reel_seconds=2.5')
+          '--config.predict.batch_size=4', '--config.predict.reel_seconds=2.5')
   code = _main(*args)
-  return {'out': out, 'run': run, 'args': args, 'code': code}
+  return {'out': out, 'run': run, 'args': args, 'code': code, 'features': feats}
 
 
 def _decode(path, width=None, height=None):
@@ -228,8 +274,16 @@ def test_predict_real_videos(video_run, capsys):
       assert np.abs(frame.astype(float) - src[i]).mean() < 8  # H.264 re-encoding noise only
     if vid == 'bigbuckbunny':  # its audio track is kept, cut to the same length
       assert len(audio) == 1 and audio[0] == pytest.approx(len(frames) / fps, abs=0.1)
+    # Kinetics classes of every segment and interval, from the extraction's forward pass
+    for part in segs + doc['highlights']:
+      probs = [c['p'] for c in part['classes']]
+      assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+  # The opening of bigbuckbunny is a bird on a branch (I3D on it: tests/test_i3d.py).
+  bunny = json.load(open(os.path.join(out, 'bigbuckbunny.json')))
+  assert bunny['segments'][0]['classes'][0]['class'] == 'feeding birds'
   index = open(os.path.join(out, 'index.html')).read()
   assert 'bikes_highlights.mp4' in index and 'broken' in index  # the failure is listed
+  assert 'what happens (Kinetics-400)' in index and 'feeding birds 0.' in index
   # A rerun skips what is done and still reports the failure.
   capsys.readouterr()
   mtime = os.path.getmtime(os.path.join(out, 'bikes.json'))
@@ -249,8 +303,9 @@ def test_index_renders_in_a_browser(video_run):
 @needs_videos
 def test_detector_api_matches_the_command(video_run, tmp_path):
   det = detector.HighlightDetector.from_workdir(video_run['run'])
-  pred = det.score_video(os.path.join(VIDEOS, 'bikes.mp4'), top_fraction=0.3, batch_size=8)
-  doc = json.load(open(os.path.join(video_run['out'], 'bikes.json')))
+  pred = det.score_video(os.path.join(VIDEOS, 'bigbuckbunny.mp4'), top_fraction=0.3,
+                         batch_size=4)
+  doc = json.load(open(os.path.join(video_run['out'], 'bigbuckbunny.json')))
   np.testing.assert_allclose(pred.scores, [s['score'] for s in doc['segments']], rtol=1e-5)
   paths = det.render(pred, str(tmp_path), reel_seconds=1.0, thumbnails=2)
   assert os.path.isfile(paths['png']) and os.path.isfile(paths['reel'])
