@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.video_dir = ''  # searched recursively; a video's id is its file name without extension
   c.output_dir = ''  # '' = the workdir
   c.weights = ''  # .npz from `python -m tools.convert_c3d`
-  c.allow_random_weights = False  # random C3D (tests, benchmarks); recorded in the metadata
+  c.allow_random_weights = False  # random weights (tests, benchmarks); recorded in the metadata
 
   # How videos are cut into segments (one feature row each): annotation (the `clip` frame
   # intervals of a youtube_anno.json-style file) | segment_seconds (consecutive segments of

@@ -204,12 +204,13 @@ RUN_BY_TESTS = {
          'test_resume_with_another_config_is_refused_and_safe_keys_may_change'],
         '--mode=eval of a tiny run reproduces its scores; eval.edge_rule=shrink is accepted '
         'on the same workdir'),
-    'python launch.py --mode=extract --config=configs/extract_c3d.py '
+    'python launch.py --mode=extract --config=configs/extract_i3d.py '
     '--workdir=runs/own/features --config.video_dir=my_videos --config.segmenter=segment_seconds '
-    '--config.segment_seconds=1.0 --config.allow_random_weights=True': (
-        ['tests/test_predict.py::test_predict_real_videos'],
-        'its fixture extracts the two sample mp4s with 2-s segments (skipped without '
-        '../shared/data/videos)'),
+    '--config.segment_seconds=1.0': (
+        ['tests/test_predict.py::test_predict_real_videos',
+         'tests/test_extract_i3d.py::test_features_are_the_network_on_each_whole_segment'],
+        'the fixture extracts the two sample mp4s with 2-s segments (skipped without '
+        '../shared/data/videos); configs/extract_i3d.py on a generated H.264 file'),
     'python -m data_pipelines.synthetic --label runs/own/features': (
         ['tests/test_predict.py::test_predict_real_videos'],
         'its fixture calls synthetic.label_extracted, what --label runs'),

@@ -53,8 +53,8 @@ def gpu_check(tmp_path_factory):
 def test_gpu_check_tiny_prints_every_measurement(gpu_check):
   checks = [l['check'] for l in gpu_check]
   assert checks == ['paper_step', 'compile', 'seeds', 'extract_c3d', 'extract_c3d',
-                    'extract_i3d', 'summary']
-  by = {l['check']: l for l in gpu_check if l['check'] != 'extract_c3d'}
+                    'extract_i3d', 'extract_i3d', 'summary']
+  by = {l['check']: l for l in gpu_check if not l['check'].startswith('extract_')}
   assert not any('error' in l for l in gpu_check), gpu_check
   paper = by['paper_step']
   _positive(paper, POSITIVE['paper_step'])
@@ -71,11 +71,15 @@ def test_gpu_check_tiny_prints_every_measurement(gpu_check):
   assert pyav['decoder'] == 'pyav' and nvdec['decoder'] == 'nvdec'
   _positive(pyav, POSITIVE['extract_c3d'])
   assert 'PyNvVideoCodec' in nvdec['skipped'] or 'no videos' in nvdec['skipped']
-  assert 'no I3D extraction pipeline' in by['extract_i3d']['skipped']
+  i3d_pyav, i3d_nvdec = [l for l in gpu_check if l['check'] == 'extract_i3d']
+  assert i3d_pyav['decoder'] == 'pyav' and i3d_pyav['extractor'] == 'i3d'
+  assert not i3d_pyav['random_weights'] and i3d_pyav['clip_frames'] == 9
+  _positive(i3d_pyav, POSITIVE['extract_c3d'])
+  assert 'skipped' in i3d_nvdec
   summary = by['summary']
   assert summary['tiny'] is True and summary['failed'] == [] and summary['wall_s'] > 0
   assert set(summary['launch_wall_s']) == {'paper_step', 'compile', 'seeds_1', 'seeds_2',
-                                            'extract_pyav'}
+                                            'extract_pyav', 'extract_i3d_pyav'}
 
 
 def test_gpu_check_tiny_decodes_real_video(gpu_check):

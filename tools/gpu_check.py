@@ -20,8 +20,8 @@ times are a launch's), and prints one line with "check":
   extract_c3d  the C3D extraction benchmark, one line per decoder (pyav, nvdec): compute,
                decode and pipeline clips/s; nvdec is skipped with the reason where it cannot
                run (no PyNvVideoCodec, no GPU).
-  extract_i3d  skipped: the project has no I3D extraction pipeline (its I3D features are the
-               published ones); the line says so rather than leaving it out silently.
+  extract_i3d  the I3D extraction benchmark (Kinetics-400 weights), one line per decoder as
+               extract_c3d: 2 s segments of the sample mp4s at their own rate, bf16.
   summary      wall time, budget, platform, which checks failed.
 A check that fails or runs out of time prints {"check": ..., "error": ...}; the others still run.
 """
@@ -74,10 +74,20 @@ EXTRACT = {
            'dtype': 'float32', 'batch_size': 1, 'decode_threads': 1, 'queue_size': 1,
            'benchmark.matmul_size': 256},
 }
+EXTRACT_I3D = {
+    # 2 s segments (50 frames at 25 fps, padded to 65) repeated to 64 clips; compute alone on
+    # 64-frame clips.
+    False: {'segmenter': 'segment_seconds', 'segment_seconds': 2.0, 'benchmark.num_clips': 64,
+            'benchmark.clip_frames': 64, 'dtype': 'bfloat16', 'batch_size': 16,
+            'decode_threads': 4},
+    True: {'segmenter': 'segment_seconds', 'segment_seconds': 0.4, 'benchmark.num_clips': 1,
+           'benchmark.clip_frames': 9, 'dtype': 'float32', 'batch_size': 1, 'decode_threads': 1,
+           'queue_size': 1, 'benchmark.matmul_size': 256},
+}
 TINY_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
 # Seconds each check may take at most (full mode); the whole run also stops at --budget_s.
 CAPS = {'paper_step': 210, 'compile': 90, 'seeds_1': 45, 'seeds_8': 60, 'extract_pyav': 50,
-        'extract_nvdec': 50}
+        'extract_nvdec': 50, 'extract_i3d_pyav': 60, 'extract_i3d_nvdec': 60}
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -157,10 +167,8 @@ class Checker:
         return 2
     self.paper_and_compile(tiny)
     self.seeds(tiny)
-    self.extraction(tiny)
-    self.emit({'check': 'extract_i3d', 'skipped': (
-        'no I3D extraction pipeline in this project: data_pipelines/extract.py extracts C3D '
-        'only; the I3D features used are the published ones')})
+    self.extraction(tiny, 'c3d', EXTRACT[tiny])
+    self.extraction(tiny, 'i3d', EXTRACT_I3D[tiny])
     self.emit({'check': 'summary', 'tiny': tiny, 'wall_s': round(time.monotonic() - self.t0, 1),
                'budget_s': self.args.budget_s, 'launch_wall_s': self.walls, 'failed': self.failed,
                'out': self.out})
@@ -212,29 +220,30 @@ class Checker:
                f'mfu_rated_{hi}': b['mfu_rated'], 'global_batch': a['global_batch'],
                'width': a['width'], 'platform': a['platform'], 'device_kind': a['device_kind']})
 
-  def extraction(self, tiny: bool) -> None:
+  def extraction(self, tiny: bool, extractor: str, overrides: dict) -> None:
+    check = f'extract_{extractor}'
     videos = self.args.videos or next((d for d in VIDEO_DIRS if os.path.isdir(d)), '')
     if videos and not os.path.isdir(videos):
-      self.emit({'check': 'extract_c3d', 'decoder': 'pyav',
+      self.emit({'check': check, 'decoder': 'pyav',
                  'error': f'--videos={videos} is not a folder'})
       return
     for decoder in ('pyav', 'nvdec'):
       if decoder == 'nvdec':
         why = self.nvdec_unavailable() if videos else 'no videos to decode'
         if why:
-          self.emit({'check': 'extract_c3d', 'decoder': 'nvdec', 'skipped': why})
+          self.emit({'check': check, 'decoder': 'nvdec', 'skipped': why})
           continue
-      args = ['--config=configs/extract_c3d.py', *_overrides(EXTRACT[tiny]),
+      args = [f'--config=configs/extract_{extractor}.py', *_overrides(overrides),
               f'--config.decoder={decoder}']
       if videos:
         args.append(f'--config.video_dir={os.path.abspath(videos)}')
-      res, err, wall = self.launch(f'extract_{decoder}', args)
+      name = f'extract_{decoder}' if extractor == 'c3d' else f'extract_{extractor}_{decoder}'
+      res, err, wall = self.launch(name, args)
       if res is None:
-        self.emit({'check': 'extract_c3d', 'decoder': decoder, 'error': err,
-                   'wall_s': round(wall, 1)})
+        self.emit({'check': check, 'decoder': decoder, 'error': err, 'wall_s': round(wall, 1)})
         continue
       # Without videos the benchmark measures compute only; the line says so.
-      self.emit({'check': 'extract_c3d', 'decoder': decoder, 'video_dir': videos or None,
+      self.emit({'check': check, 'decoder': decoder, 'video_dir': videos or None,
                  **res, 'wall_s': round(wall, 1)})
 
   def nvdec_unavailable(self) -> str:
