@@ -109,6 +109,19 @@ def test_same_clips_as_pyav(tmp_path, fake_nvc, monkeypatch, eos_raises):
     list(nvdec.iter_segment_clips(str(tmp_path / 'b.mp4'), idx))
 
 
+def test_same_i3d_clips_as_pyav(tmp_path, fake_nvc):
+  """I3D segments (every frame, ragged lengths, one past the end) through NVDEC's RGB frames
+  equal the PyAV path's."""
+  path = write_video(tmp_path / 'a.mp4', 20, height=36, width=52)
+  idx = [np.arange(5, 12), np.arange(0, 5), np.arange(15, 24)]
+  got = list(nvdec.iter_segment_clips(path, idx, frames=video.I3DFrames))
+  want = list(video.iter_segment_clips(path, idx, frames=video.I3DFrames))
+  assert [s for s, _ in got] == [s for s, _ in want] == [1, 0, 2]
+  for (s, g), (_, w) in zip(got, want):
+    assert g.shape == w.shape == (1, len(idx[s]), 224, 224, 3)
+    np.testing.assert_array_equal(g, w)
+
+
 def test_decode_worker_uses_nvdec(tmp_path, fake_nvc, monkeypatch):
   monkeypatch.setattr(video, 'iter_segment_clips', None)  # the PyAV path must not run
   path = write_video(tmp_path / 'a.mp4', 20)
