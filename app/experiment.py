@@ -64,18 +64,26 @@ def validate(cfg) -> None:
   config_checks.validate(cfg)
 
 
+def load_data(cfg, workdir: str, need_target_train: bool, target_category: str | None = None):
+  """The run's CrossCategoryData, normalized (with the source statistics); with
+  `target_category`, that category's videos as the target instead of the config's."""
+  data_cfg = cfg.data.copy_and_resolve_references()
+  data_cfg.root = resolve_data_root(cfg, workdir)
+  with data_cfg.unlocked():
+    data_cfg.activitynet_label_rule = cfg.get('activitynet', {}).get('label_rule', 'spec')
+    if target_category is not None:
+      data_cfg.target_category = target_category
+  data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
+      data_cfg, need_target_train=need_target_train)
+  return normalize.normalize(data, cfg.data.get('normalize', 'none'))
+
+
 def load(cfg, workdir: str):
   """-> (objective, CrossCategoryData, source bank, target bank or None)."""
   validate(cfg)
   check_writable(workdir)
   objective = methods.get_objective(cfg.method)
-  data_cfg = cfg.data.copy_and_resolve_references()
-  data_cfg.root = resolve_data_root(cfg, workdir)
-  with data_cfg.unlocked():
-    data_cfg.activitynet_label_rule = cfg.get('activitynet', {}).get('label_rule', 'spec')
-  data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
-      data_cfg, need_target_train=objective.uses_target)
-  data = normalize.normalize(data, cfg.data.get('normalize', 'none'))
+  data = load_data(cfg, workdir, objective.uses_target)
   dtype = _BANK_DTYPES[cfg.data.bank_dtype]
   source = sampling.make_bank([v.features for v in data.source_train],
                               [v.labels for v in data.source_train], dtype)

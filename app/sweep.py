@@ -10,7 +10,8 @@ configs/table4.py) is refused before anything trains: delete it, or let
 `sweep.redo_stale=True` move it aside to <cell>.stale and train it again.
 
 config.sweep:
-  kind     'methods' (a table) | 'sensitivity' (one parameter over values)
+  kind     'methods' (a table) | 'sensitivity' (one parameter over values) | 'matrix' (the
+           transfer-gap matrix over sweep.targets, app/transfer.py)
   methods  method specs: a registered method, a named variant of VARIANTS, and optionally
            ':key=value,...' config overrides, e.g. 'dan:uda.dan.weight=0.5'
   targets  target categories (the source is config.data.source_category)
@@ -123,7 +124,8 @@ def _cells(cfg):
         key = f'{s.param}={v}'
         cells.append((key, t, f'{slug(cfg.method)}__{slug(key)}__{t}', cfg.method, {s.param: v}))
   else:
-    raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods' or 'sensitivity'")
+    raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods', 'sensitivity' "
+                         "or 'matrix'")
   # Every cell's config is built and checked now, not hours into the sweep.
   for _, t, _, method, ov in cells:
     cell_config(cfg, t, method, ov, cfg.data.root)
@@ -226,6 +228,9 @@ def _run_cell(cfg, workdir, data_root, target, method, overrides, progress):
 
 
 def run(cfg, workdir: str, progress: bool = True) -> int:
+  if _sweep(cfg).get('kind', 'methods') == 'matrix':
+    from app import transfer  # pylint: disable=g-import-not-at-top
+    return transfer.run(cfg, workdir, progress)
   kind, targets, cells = _cells(cfg)
   experiment.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)

@@ -1,0 +1,263 @@
+"""`--mode=sweep` with `sweep.kind='matrix'`: the transfer-gap matrix of a dataset.
+
+Per category c one category-specific SL-module (source c; all `num_seeds` seeds in one
+vectorized program, checkpoint selection as configured: on c's source validation videos),
+trained once in <workdir>/sl_specific__<c>/ and then evaluated on the test videos of every
+category without retraining. Cell (c, t) is the model trained on c tested on t:
+
+  diagonal (t, t)   the target-oracle of column t (the model trained on t's own labels)
+  off-diagonal      source-only: trained on c, never saw t
+  gap(c -> t)       oracle(t) - source-only(c -> t): what an adaptation method could gain at
+                    most, with a paired bootstrap over seeds x t's test videos (seeds paired
+                    by index); a pair whose 95% interval excludes 0 has a significant gap.
+
+Each cell's scores per target are kept in <cell>/transfer.json (its summary) and
+transfer_scores.npz, so a rerun evaluates only what is missing and trains nothing twice.
+Artifacts in the sweep folder (rewritten after every category): matrix.json, matrix.md and
+gap.png (the heat map, significant pairs marked).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from app import experiment, sweep, tables
+from dlvhd_jax import evaluation, files, methods, parallel, replica_axis, stats, train
+from dlvhd_jax import train_step
+from dlvhd_jax.errors import UserInputError
+
+TRANSFER = 'transfer.json'
+SCORES = 'transfer_scores.npz'
+METRICS = ('map', 'map_umt')
+
+
+def categories(cfg) -> tuple[str, ...]:
+  cats = tuple(cfg.sweep.get('targets', ()) or ())
+  if len(cats) < 2:
+    raise UserInputError(f'config.sweep.targets={cats!r}: a transfer matrix needs at least two '
+                         'categories (e.g. --config.sweep.targets="(\'dog\',\'surfing\')")')
+  return cats
+
+
+def cell_name(category: str) -> str:
+  return f'sl_specific__{category}'
+
+
+def evaluate_on(sub, cell_dir: str, targets) -> tuple[dict, dict]:
+  """The trained run in `cell_dir` (config `sub`) on the test videos of each of `targets`:
+  -> ({target: the summary results.json would hold}, {target: {vid: scores [R, T]}})."""
+  objective = methods.get_objective(sub.method)
+  data = experiment.load_data(sub, cell_dir, objective.uses_target)
+  mesh = parallel.make_mesh(fsdp=sub.get('mesh', {}).get('fsdp', 1))
+  num_segments = sum(len(v.features) for v in data.source_train)  # = the source bank's
+  graphdef, state = train.restore_for_eval(sub, cell_dir, data.feature_dim, objective, mesh,
+                                           num_segments, data_facts=experiment.data_facts(data))
+  params = train_step.eval_params(sub, state)
+  replicas = replica_axis.num_replicas(sub) > 1
+  metric = experiment.metric_of(sub)
+  selects = train_step.selects_best(sub)
+  best_val = np.asarray(jax.device_get(state.best_val)) if selects else None
+  best_step = np.asarray(jax.device_get(state.best_step)) if selects else None
+  diverged = train_step.diverged_replicas(sub, state)
+  logit_fn = evaluation.make_logit_fn(graphdef, tuple(objective.eval_heads), mesh, replicas)
+  summaries, scores_out = {}, {}
+  for t in targets:
+    test = experiment.load_data(sub, cell_dir, False, target_category=t).target_test
+    vids = [v.vid for v in test]
+    scores = evaluation.predict(graphdef, params, [v.features for v in test],
+                                objective.eval_heads, sub, mesh, replicas=replicas,
+                                logit_fn=logit_fn)
+    per_replica = experiment.split_replicas(sub, scores)
+    for sc, out in zip(per_replica, diverged):
+      if not out:
+        experiment.check_scores(sc, vids, cell_dir)
+    summaries[t] = experiment.summarize_replicas(
+        sub, vids, experiment.eval_labels(test, metric), per_replica, metric, best_val,
+        best_step, diverged)
+    summaries[t].update({'source_category': sub.data.source_category, 'target_category': t})
+    scores_out[t] = {v: np.asarray(s) for v, s in zip(vids, scores)}
+  return summaries, scores_out
+
+
+def _load_transfer(cell_dir: str) -> dict:
+  path = os.path.join(cell_dir, TRANSFER)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _save_transfer(cell_dir: str, summaries: dict, scores: dict) -> None:
+  old = {}
+  path = os.path.join(cell_dir, SCORES)
+  if os.path.isfile(path):
+    with np.load(path) as z:
+      old = {k: z[k] for k in z.files}
+  for t, per_video in scores.items():
+    for v, s in per_video.items():
+      old[f'{t}/{v}'] = s
+  files.write_npz(path, old)  # scores first: transfer.json lists only what is complete
+  files.write_json(os.path.join(cell_dir, TRANSFER), summaries)
+
+
+def _gap(oracle: dict, source_only: dict, metric: str):
+  key = f'_videos_{metric}'
+  if key not in oracle or key not in source_only:
+    return None
+  a, b = oracle[key], source_only[key]
+  if a.shape != b.shape:
+    return None
+  return stats.paired_bootstrap([(a, b)])
+
+
+def build_matrix(cfg, cats, cells: dict) -> dict:
+  """cells[c][t] = tables.cell_record -> the matrix as data (see the module docstring)."""
+  out = {'categories': list(cats), 'features': cfg.data.features, 'split': cfg.data.split,
+         'dataset': cfg.data.get('name', 'youtube_highlights'),
+         'metric': experiment.metric_of(cfg), 'num_seeds': replica_axis.num_replicas(cfg)}
+  for metric in METRICS:
+    means = {c: {t: cells.get(c, {}).get(t, {}).get(metric) for t in cats} for c in cats}
+    cis = {c: {t: cells.get(c, {}).get(t, {}).get(f'{metric}_ci95') for t in cats} for c in cats}
+    gaps, significant = {}, []
+    for c in cats:
+      gaps[c] = {}
+      for t in cats:
+        if c == t:
+          continue
+        g = _gap(cells.get(t, {}).get(t, {}), cells.get(c, {}).get(t, {}), metric)
+        gaps[c][t] = g
+        if g is not None and (g['lo'] > 0 or g['hi'] < 0):
+          significant.append({'source': c, 'target': t, **g})
+    significant.sort(key=lambda g: -g['diff'])
+    out[metric], out[f'{metric}_ci95'] = means, cis
+    out[f'{metric}_gap'], out[f'{metric}_significant'] = gaps, significant
+  return out
+
+
+def _fmt(v, ci):
+  return '–' if v is None else f'{v:.3f}' + (f' ± {ci:.3f}' if ci is not None else '')
+
+
+def to_markdown(matrix: dict, title: str) -> str:
+  cats = matrix['categories']
+  metric_name = 'top-5 mAP' if matrix['metric'] == 'top5_map' else 'mAP'
+  lines = [f'# {title}', '',
+           f"{matrix['dataset']}, features {matrix['features']}, split {matrix['split']}, "
+           f"{matrix['num_seeds']} seed(s) per model; {metric_name}, mean ± 95% t interval over "
+           'seeds. Row = the category the SL-module was trained on, column = the category it '
+           'was tested on; the diagonal is each column\'s target-oracle.', '',
+           '| trained on ↓ / tested on → | ' + ' | '.join(cats) + ' |',
+           '|---|' + '---:|' * len(cats)]
+  for c in cats:
+    cells = [_fmt(matrix['map'][c][t], matrix['map_ci95'][c][t]) for t in cats]
+    cells = [f'**{x}**' if c == t else x for x, t in zip(cells, cats)]
+    lines.append(f'| {c} | ' + ' | '.join(cells) + ' |')
+  lines += ['', 'Gap = oracle(t) − source-only(c → t), with the 95% interval of a paired '
+            'bootstrap over seeds × the test videos of t; * = the interval excludes 0.', '',
+            '| source ↓ / target → | ' + ' | '.join(cats) + ' |', '|---|' + '---:|' * len(cats)]
+  for c in cats:
+    row = []
+    for t in cats:
+      g = matrix['map_gap'].get(c, {}).get(t)
+      if c == t or g is None:
+        row.append('·' if c == t else '–')
+      else:
+        star = '*' if g['lo'] > 0 or g['hi'] < 0 else ''
+        row.append(f"{g['diff']:+.3f}{star} [{g['lo']:+.3f}, {g['hi']:+.3f}]")
+    lines.append(f'| {c} | ' + ' | '.join(row) + ' |')
+  sig = matrix['map_significant']
+  lines += ['', f'Pairs with a significant gap ({len(sig)} of {len(cats) * (len(cats) - 1)}), '
+            'largest first: ' + (', '.join(f"{g['source']} → {g['target']} {g['diff']:+.3f}"
+                                           for g in sig) if sig else 'none') + '.', '']
+  return '\n'.join(lines)
+
+
+def plot(matrix: dict, path: str, title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cats = matrix['categories']
+  n = len(cats)
+  gap = np.full((n, n), np.nan)
+  for i, c in enumerate(cats):
+    for j, t in enumerate(cats):
+      g = matrix['map_gap'].get(c, {}).get(t)
+      if g is not None:
+        gap[i, j] = g['diff']
+  lim = max(0.05, float(np.nanmax(np.abs(gap))) if np.isfinite(gap).any() else 0.05)
+  fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.65 * n))
+  im = ax.imshow(gap, cmap='RdBu_r', vmin=-lim, vmax=lim)
+  for i, c in enumerate(cats):
+    for j, t in enumerate(cats):
+      g = matrix['map_gap'].get(c, {}).get(t)
+      if i == j:
+        ax.text(j, i, f"{matrix['map'][c][t]:.2f}" if matrix['map'][c][t] is not None else '',
+                ha='center', va='center', fontsize=7, color='0.4')
+      elif g is not None:
+        star = '*' if g['lo'] > 0 or g['hi'] < 0 else ''
+        ax.text(j, i, f"{g['diff']:+.2f}{star}", ha='center', va='center', fontsize=7,
+                fontweight='bold' if star else 'normal')
+  ax.set_xticks(range(n), cats, rotation=45, ha='right', fontsize=8)
+  ax.set_yticks(range(n), cats, fontsize=8)
+  ax.set_xlabel('target (tested on)')
+  ax.set_ylabel('source (trained on)')
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+               label='oracle − source-only (* : 95% interval excludes 0)')
+  fig.tight_layout()
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def write_artifacts(cfg, workdir: str, cats, cells: dict) -> dict:
+  matrix = build_matrix(cfg, cats, cells)
+  if files.is_primary():
+    title = cfg.sweep.get('title', '') or 'Transfer-gap matrix'
+    files.write_json(os.path.join(workdir, 'matrix.json'), matrix)
+    files.write_atomic(os.path.join(workdir, 'matrix.md'), to_markdown(matrix, title))
+    plot(matrix, os.path.join(workdir, 'gap.png'), f"{title} ({matrix['features']})")
+  return matrix
+
+
+def run(cfg, workdir: str, progress: bool = True) -> int:
+  cats = categories(cfg)
+  experiment.check_writable(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  data_root = experiment.resolve_data_root(cfg, workdir)
+  plan = [(c, sweep.cell_config(cfg, c, 'sl', {'data.source_category': c}, data_root))
+          for c in cats]  # every cell's config is checked before anything trains
+  cells = {}
+  for i, (c, sub) in enumerate(plan):
+    cell_dir = os.path.join(workdir, cell_name(c))
+    res, done_before = sweep._run_cell(cfg, cell_dir, data_root, c, 'sl',  # pylint: disable=protected-access
+                                       {'data.source_category': c}, progress)
+    if res is None or 'diverged' in res:
+      print(f'[{i + 1}/{len(cats)}] {c}: ' + ('not trained yet' if res is None else
+                                              'diverged: ' + res['diverged']), file=sys.stderr)
+      continue
+    summaries = _load_transfer(cell_dir)
+    missing = [t for t in cats if t != c and t not in summaries]
+    if missing:
+      new, scores = evaluate_on(sub, cell_dir, missing)
+      summaries.update(new)
+      if files.is_primary():
+        _save_transfer(cell_dir, summaries, scores)
+    summaries[c] = res  # the diagonal: the run's own results
+    cells[c] = {t: tables.cell_record(summaries[t], cell_dir) for t in cats if t in summaries}
+    if files.is_primary():
+      row = ', '.join(f"{t} {cells[c][t]['map']:.3f}" for t in cats if t in cells[c])
+      print(f"[{i + 1}/{len(cats)}] SL trained on {c}{' (done before)' if done_before else ''}: "
+            f'{row}', file=sys.stderr)
+    write_artifacts(cfg, workdir, cats, cells)
+  matrix = write_artifacts(cfg, workdir, cats, cells)
+  if files.is_primary():
+    sig = matrix['map_significant']
+    print(f'transfer matrix of {len(cats)} categories: {workdir}/matrix.md, matrix.json, gap.png; '
+          f'{len(sig)} pair(s) with a significant gap', file=sys.stderr)
+  return 0

@@ -1,0 +1,92 @@
+"""The transfer-gap matrix (configs/transfer_matrix.py, app/transfer.py) on the embedded data:
+a 3-category matrix with 2 seeds, each model trained once."""
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+import launch
+from app import experiment, transfer
+from conftest import tiny_overrides
+from dlvhd_jax import stats
+
+CATS = ('diving', 'climbing', 'cycling')
+
+
+def _main(*args):
+  return launch.main(['launch.py', '--noprogress', *args])
+
+
+@pytest.fixture(scope='module')
+def matrix_run(tmp_path_factory):
+  work = str(tmp_path_factory.mktemp('matrix') / 'sweep')
+  args = ('--mode=sweep', '--config=configs/transfer_matrix.py', f'--workdir={work}',
+          '--config.data.name=synthetic', f'--config.sweep.targets={CATS!r}',
+          '--config.num_seeds=2', *tiny_overrides())
+  assert _main(*args) == 0
+  return work, args
+
+
+def test_matrix_cells_and_gaps(matrix_run):
+  work, _ = matrix_run
+  matrix = json.load(open(os.path.join(work, 'matrix.json')))
+  assert matrix['categories'] == list(CATS) and matrix['num_seeds'] == 2
+  assert sorted(d for d in os.listdir(work) if os.path.isdir(os.path.join(work, d))) == sorted(
+      ['data'] + [transfer.cell_name(c) for c in CATS])
+  for c in CATS:
+    cell = os.path.join(work, transfer.cell_name(c))
+    res = json.load(open(os.path.join(cell, 'results.json')))
+    # The diagonal is the category-specific run itself (trained and tested on c).
+    assert res['source_category'] == res['target_category'] == c
+    assert matrix['map'][c][c] == pytest.approx(res['map'])
+    # Off-diagonal: the same model's scores on t's test videos, kept per seed; their AP
+    # (sklearn, per video and seed, mean over videos then seeds) is the cell.
+    z = np.load(os.path.join(cell, transfer.SCORES))
+    data_root = os.path.join(work, 'data')
+    for t in CATS:
+      if t == c:
+        continue
+      anno = json.load(open(os.path.join(data_root, 'youtube_anno.json')))
+      keys = [k for k in z.files if k.startswith(f'{t}/')]
+      assert keys
+      per_seed = []
+      for seed in range(2):
+        aps = []
+        for k in keys:
+          vid = k.split('/', 1)[1]
+          labels = np.asarray(anno[vid]['match']) > 0
+          if labels.any():
+            aps.append(average_precision_score(labels, z[k][seed]))
+        per_seed.append(np.mean(aps))
+      assert matrix['map'][c][t] == pytest.approx(np.mean(per_seed), abs=1e-6), (c, t)
+      assert matrix['map_ci95'][c][t] == pytest.approx(stats.mean_ci(per_seed)['ci95'], abs=1e-6)
+      gap = matrix['map_gap'][c][t]
+      assert gap['diff'] == pytest.approx(matrix['map'][t][t] - matrix['map'][c][t], abs=1e-6)
+      assert gap['lo'] <= gap['diff'] <= gap['hi']
+  significant = {(g['source'], g['target']) for g in matrix['map_significant']}
+  assert significant == {(c, t) for c in CATS for t in CATS if c != t and (
+      matrix['map_gap'][c][t]['lo'] > 0 or matrix['map_gap'][c][t]['hi'] < 0)}
+  md = open(os.path.join(work, 'matrix.md')).read()
+  assert 'trained on ↓ / tested on →' in md and 'significant gap' in md
+  assert os.path.getsize(os.path.join(work, 'gap.png')) > 1000
+
+
+def test_rerun_trains_and_evaluates_nothing(matrix_run, monkeypatch):
+  work, args = matrix_run
+  before = open(os.path.join(work, 'matrix.json')).read()
+
+  def refuse(*a, **k):
+    raise AssertionError('a finished matrix must not train or evaluate again')
+  monkeypatch.setattr(experiment, 'run', refuse)
+  monkeypatch.setattr(transfer, 'evaluate_on', refuse)
+  assert _main(*args) == 0
+  assert open(os.path.join(work, 'matrix.json')).read() == before
+
+
+def test_one_category_is_a_one_line_error(tmp_path, capsys):
+  assert _main('--mode=sweep', '--config=configs/transfer_matrix.py', f'--workdir={tmp_path}',
+               '--config.data.name=synthetic', "--config.sweep.targets=('diving',)") == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'at least two categories' in err[0]
