@@ -13,6 +13,11 @@ category without retraining. Cell (c, t) is the model trained on c tested on t:
 
 Each cell's scores per target are kept in <cell>/transfer.json (its summary) and
 transfer_scores.npz, so a rerun evaluates only what is missing and trains nothing twice.
+
+With data.split=kfold (TVSum: 5 videos per category) each category trains one model per
+fold (<workdir>/sl_specific__<c>__fold<k>/); the fold-k model of c is tested on the fold-k
+videos of every target, so over the folds every video of every target is tested once, by a
+model that did not train on it, and oracle and source-only stay paired video by video.
 Artifacts in the sweep folder (rewritten after every category): matrix.json, matrix.md and
 gap.png (the heat map, significant pairs marked).
 """
@@ -43,8 +48,8 @@ def categories(cfg) -> tuple[str, ...]:
   return cats
 
 
-def cell_name(category: str) -> str:
-  return f'sl_specific__{category}'
+def cell_name(category: str, fold: int | None = None) -> str:
+  return f'sl_specific__{category}' + ('' if fold is None else f'__fold{fold}')
 
 
 def evaluate_on(sub, cell_dir: str, targets) -> tuple[dict, dict]:
@@ -116,7 +121,8 @@ def _gap(oracle: dict, source_only: dict, metric: str):
 
 def build_matrix(cfg, cats, cells: dict) -> dict:
   """cells[c][t] = tables.cell_record -> the matrix as data (see the module docstring)."""
-  out = {'categories': list(cats), 'features': cfg.data.features, 'split': cfg.data.split,
+  split = cfg.data.split + (f' ({cfg.data.num_folds} folds)' if cfg.data.split == 'kfold' else '')
+  out = {'categories': list(cats), 'features': cfg.data.features, 'split': split,
          'dataset': cfg.data.get('name', 'youtube_highlights'),
          'metric': experiment.metric_of(cfg), 'num_seeds': replica_axis.num_replicas(cfg)}
   for metric in METRICS:
@@ -225,30 +231,85 @@ def write_artifacts(cfg, workdir: str, cats, cells: dict) -> dict:
   return matrix
 
 
+def merge_folds(parts: list[dict]) -> dict:
+  """Summaries of one (source, target) cell over the k folds (each tested other videos of
+  the target) -> one summary over all of them: per seed, the per-video APs of every fold;
+  mAP = their mean; the interval over seeds as evaluation.summarize_seeds."""
+  seeds = [p['seed'] for p in parts[0]['per_seed']]
+  per_seed = []
+  for i, seed in enumerate(seeds):
+    merged = {'seed': seed}
+    for key, metric in (('per_video_ap', 'map'), ('per_video_ap_umt', 'map_umt')):
+      aps = {v: a for p in parts for v, a in p['per_seed'][i][key].items()}
+      merged[key] = aps
+      valid = [a for a in aps.values() if a is not None]
+      merged[metric] = float(np.mean(valid)) if valid else float('nan')
+    per_seed.append(merged)
+  out = {'per_seed': per_seed, 'num_seeds': len(seeds), 'num_folds': len(parts),
+         'num_test_videos': sum(p.get('num_test_videos', 0) for p in parts),
+         'steps': parts[0].get('steps'), 'wall_s': sum(p.get('wall_s') or 0 for p in parts)}
+  for metric in METRICS:
+    m = stats.mean_ci([s[metric] for s in per_seed])
+    out.update({metric: m['mean'], f'{metric}_std': m['std'], f'{metric}_ci95': m['ci95']})
+  vals = [p.get('source_val_map') for p in parts]
+  if all(v for v in vals):
+    out['source_val_map'] = np.mean(np.array(vals, np.float64), axis=0).tolist()
+  return out
+
+
+def _folds(cfg) -> list[int | None]:
+  return list(range(int(cfg.data.num_folds))) if cfg.data.split == 'kfold' else [None]
+
+
+def _overrides(c: str, fold: int | None) -> dict:
+  return {'data.source_category': c, **({} if fold is None else {'data.fold': fold})}
+
+
+def _train_and_evaluate(cfg, workdir, data_root, cats, c, fold, progress):
+  """-> ({target: summary} of the model trained on `c` (in fold `fold`), done before) or
+  (None, message) when it is not trained or diverged."""
+  sub = sweep.cell_config(cfg, c, 'sl', _overrides(c, fold), data_root)
+  cell_dir = os.path.join(workdir, cell_name(c, fold))
+  res, done_before = sweep._run_cell(cfg, cell_dir, data_root, c, 'sl',  # pylint: disable=protected-access
+                                     _overrides(c, fold), progress)
+  if res is None or 'diverged' in res:
+    return None, 'not trained yet' if res is None else 'diverged: ' + res['diverged']
+  summaries = _load_transfer(cell_dir)
+  missing = [t for t in cats if t != c and t not in summaries]
+  if missing:
+    new, scores = evaluate_on(sub, cell_dir, missing)
+    summaries.update(new)
+    if files.is_primary():
+      _save_transfer(cell_dir, summaries, scores)
+  summaries[c] = res  # the diagonal: the run's own results
+  return summaries, done_before
+
+
 def run(cfg, workdir: str, progress: bool = True) -> int:
   cats = categories(cfg)
   experiment.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
-  plan = [(c, sweep.cell_config(cfg, c, 'sl', {'data.source_category': c}, data_root))
-          for c in cats]  # every cell's config is checked before anything trains
+  folds = _folds(cfg)
+  for c in cats:  # every cell's config is checked before anything trains
+    for f in folds:
+      sweep.cell_config(cfg, c, 'sl', _overrides(c, f), data_root)
   cells = {}
-  for i, (c, sub) in enumerate(plan):
-    cell_dir = os.path.join(workdir, cell_name(c))
-    res, done_before = sweep._run_cell(cfg, cell_dir, data_root, c, 'sl',  # pylint: disable=protected-access
-                                       {'data.source_category': c}, progress)
-    if res is None or 'diverged' in res:
-      print(f'[{i + 1}/{len(cats)}] {c}: ' + ('not trained yet' if res is None else
-                                              'diverged: ' + res['diverged']), file=sys.stderr)
+  for i, c in enumerate(cats):
+    parts, done_before, problem = [], True, None
+    for f in folds:
+      got, how = _train_and_evaluate(cfg, workdir, data_root, cats, c, f, progress)
+      if got is None:
+        problem = how
+        break
+      parts.append(got)
+      done_before = done_before and how
+    if problem:
+      print(f'[{i + 1}/{len(cats)}] {c}: {problem}', file=sys.stderr)
       continue
-    summaries = _load_transfer(cell_dir)
-    missing = [t for t in cats if t != c and t not in summaries]
-    if missing:
-      new, scores = evaluate_on(sub, cell_dir, missing)
-      summaries.update(new)
-      if files.is_primary():
-        _save_transfer(cell_dir, summaries, scores)
-    summaries[c] = res  # the diagonal: the run's own results
+    summaries = parts[0] if len(parts) == 1 else {
+        t: merge_folds([p[t] for p in parts]) for t in cats}
+    cell_dir = os.path.join(workdir, cell_name(c, folds[0]))
     cells[c] = {t: tables.cell_record(summaries[t], cell_dir) for t in cats if t in summaries}
     if files.is_primary():
       row = ', '.join(f"{t} {cells[c][t]['map']:.3f}" for t in cats if t in cells[c])

@@ -18,7 +18,8 @@ A segment's label for annotator a is the mean of a's frame scores inside the seg
 (official) or a's score of the clip (public); the training label is the mean over
 annotators. Test videos keep every annotator's scores [A, T] for the top-5 mAP protocol
 (dlvhd_jax/evaluation.py). Splits: `paper` (per category the 2 longest videos train, the
-other 3 test) and `umt` (<root>/splits/umt_splits.json: {category: {"train", "val"}}).
+other 3 test), `umt` (<root>/splits/umt_splits.json: {category: {"train", "val"}}) and
+`kfold` (data.fold of data.num_folds: video i of a category, by id, tests in fold i mod K).
 """
 from __future__ import annotations
 
@@ -203,8 +204,15 @@ def segment_scores(entry: dict, num_segments: int, clip_seconds: float) -> np.nd
   return out
 
 
-def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], list[str]]:
+def split_ids(root, anno: dict, category: str, split: str, fold: int = 0,
+              num_folds: int = 5) -> tuple[list[str], list[str]]:
   ids = sorted(v for v, e in anno.items() if e['category'] == category)
+  if split == 'kfold':
+    if not 0 <= fold < num_folds or num_folds > len(ids):
+      raise UserInputError(f'data.fold={fold} with data.num_folds={num_folds}: {category!r} has '
+                           f'{len(ids)} videos; use 0 <= fold < num_folds <= {len(ids)}')
+    return ([v for i, v in enumerate(ids) if i % num_folds != fold],
+            [v for i, v in enumerate(ids) if i % num_folds == fold])
   if split == 'paper':
     # Per category the 2 longest videos train, the other 3 test (the paper).
     longest = sorted(ids, key=lambda v: (-anno[v]['duration'], v))
@@ -224,7 +232,7 @@ def split_ids(root, anno: dict, category: str, split: str) -> tuple[list[str], l
       raise UserInputError(f'{path} lists {foreign[0]!r} under {category!r} but its category '
                            f'is {anno[foreign[0]]["category"]!r}; fix the split file')
     return [v for v in train if v in anno], [v for v in test if v in anno]
-  raise UserInputError(f"data.split={split!r} is not one of 'paper', 'umt' for TVSum")
+  raise UserInputError(f"data.split={split!r} is not one of 'paper', 'umt', 'kfold' for TVSum")
 
 
 def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: float,
@@ -256,8 +264,9 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets
   clip = float(data_cfg.get('clip_seconds', -1))
   clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
   split = data_cfg.split
-  src_train, _ = split_ids(root, anno, data_cfg.source_category, split)
-  tgt_train, tgt_test = split_ids(root, anno, data_cfg.target_category, split)
+  folds = (int(data_cfg.get('fold', 0)), int(data_cfg.get('num_folds', 5)))
+  src_train, _ = split_ids(root, anno, data_cfg.source_category, split, *folds)
+  tgt_train, tgt_test = split_ids(root, anno, data_cfg.target_category, split, *folds)
   dims, missing = {}, []
 
   def load(ids):

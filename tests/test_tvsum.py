@@ -162,3 +162,53 @@ def test_tvsum_run_reports_top5_map(tmp_path):
   res = json.loads((wd / 'results.json').read_text())
   assert res['metric'] == 'top5_map' and 0.0 <= res['map'] <= 1.0 and res['num_test_videos'] == 3
   assert res['map'] == pytest.approx(np.mean(list(res['per_video_ap'].values())))
+
+
+def test_kfold_split_tests_every_video_once(tmp_path):
+  root = write_tvsum(str(tmp_path / 'd'), 'official')
+  tested = []
+  for fold in range(5):
+    d = datasets.get('tvsum').load(_cfg(root, split='kfold', fold=fold, num_folds=5,
+                                        target_category='BK'))
+    test = [v.vid for v in d.target_test]
+    assert len(test) == 1 and test[0] not in [v.vid for v in d.target_train]
+    assert [v.vid for v in d.source_train] == [f'VT_{i}' for i in range(5) if i != fold]
+    tested += test
+  assert tested == [f'BK_{i}' for i in range(5)]
+  with pytest.raises(UserInputError, match='fold=5'):
+    datasets.get('tvsum').load(_cfg(root, split='kfold', fold=5, num_folds=5))
+
+
+def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
+  """configs/transfer_matrix.py:tvsum with 2 folds: one model per category and fold; each
+  cell holds every target video once (tested by the fold model that did not train on it)."""
+  import launch  # pylint: disable=import-outside-toplevel
+  root = write_tvsum(str(tmp_path / 'd'), 'official')
+  wd = tmp_path / 'matrix'
+  assert launch.main(['launch.py', '--noprogress', '--mode=sweep',
+                      '--config=configs/transfer_matrix.py:tvsum', f'--workdir={wd}',
+                      f'--config.data.root={root}', "--config.sweep.targets=('VT','BK')",
+                      '--config.data.split=kfold', '--config.data.num_folds=2',
+                      '--config.num_seeds=2',
+                      *tiny_overrides(**{'train.num_steps': 10})]) == 0
+  cells = sorted(p.name for p in wd.iterdir() if p.is_dir())
+  assert cells == ['sl_specific__BK__fold0', 'sl_specific__BK__fold1',
+                   'sl_specific__VT__fold0', 'sl_specific__VT__fold1']
+  matrix = json.loads((wd / 'matrix.json').read_text())
+  assert matrix['metric'] == 'top5_map' and matrix['split'] == 'kfold (2 folds)'
+  for src in ('VT', 'BK'):
+    for tgt in ('VT', 'BK'):
+      per_seed = []
+      for seed in range(2):
+        aps = {}
+        for fold in range(2):
+          cell = wd / f'sl_specific__{src}__fold{fold}'
+          res = json.loads(((cell / 'results.json') if src == tgt else
+                            (cell / 'transfer.json')).read_text())
+          res = res if src == tgt else res[tgt]
+          aps.update(res['per_seed'][seed]['per_video_ap'])
+        assert sorted(aps) == [f'{tgt}_{i}' for i in range(5)]
+        per_seed.append(np.mean(list(aps.values())))
+      assert matrix['map'][src][tgt] == pytest.approx(np.mean(per_seed), abs=1e-9)
+  gap = matrix['map_gap']['VT']['BK']
+  assert gap['diff'] == pytest.approx(matrix['map']['BK']['BK'] - matrix['map']['VT']['BK'])
