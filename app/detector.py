@@ -292,7 +292,10 @@ class HighlightDetector:
       if not c.segment_seconds:
         raise UserInputError(f'{self.workdir}: the extraction record has no clip length for '
                              'new videos; pass --config.predict.segment_seconds')
-    c.num_views, c.batch_size, c.decode_threads = 0, int(batch_size), int(decode_threads)
+    # I3D clips are whole segments (tens of frames each, not C3D's 16): its extraction
+    # config's batch bounds predict's, so memory stays that of --mode=extract.
+    c.num_views, c.decode_threads = 0, int(decode_threads)
+    c.batch_size = int(batch_size) if c.extractor == 'c3d' else min(int(batch_size), c.batch_size)
     c.decoder = decoder
     return c
 

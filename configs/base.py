@@ -191,7 +191,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.predict.reel_seconds = 30.0  # the reel's length at most
   c.predict.thumbnails = 4  # frames of the top segments drawn above the curve
   c.predict.weights = ''  # the C3D weights file, if it moved since extraction (sha256-checked)
-  c.predict.batch_size = 16  # clips per C3D call
+  c.predict.batch_size = 16  # clips per extractor call (I3D: at most its extract config's 4)
   c.predict.decode_threads = 2  # videos decoded in parallel in background threads
   c.predict.decoder = 'pyav'  # pyav | nvdec (NVIDIA GPU decoding; see configs/extract_c3d.py)
 
