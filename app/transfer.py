@@ -291,9 +291,12 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
   folds = _folds(cfg)
-  for c in cats:  # every cell's config is checked before anything trains
-    for f in folds:
-      sweep.cell_config(cfg, c, 'sl', _overrides(c, f), data_root)
+  # Every cell's config is checked before anything trains, and a finished cell measured under
+  # another config is refused (or moved aside: sweep.redo_stale), as in a table's sweep.
+  plan = [(c, c, cell_name(c, f), 'sl', _overrides(c, f)) for c in cats for f in folds]
+  for _, t, _, method, overrides in plan:
+    sweep.cell_config(cfg, t, method, overrides, data_root)
+  sweep._check_stale(cfg, workdir, plan, data_root)  # pylint: disable=protected-access
   cells = {}
   for i, c in enumerate(cats):
     parts, done_before, problem = [], True, None

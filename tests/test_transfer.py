@@ -90,3 +90,10 @@ def test_one_category_is_a_one_line_error(tmp_path, capsys):
                '--config.data.name=synthetic', "--config.sweep.targets=('diving',)") == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'at least two categories' in err[0]
+
+
+def test_a_cell_of_another_config_is_refused(matrix_run, capsys):
+  work, args = matrix_run
+  assert _main(*args, '--config.train.num_steps=30') == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'train.num_steps=20' in err[0] and 'redo_stale' in err[0], err
