@@ -97,3 +97,47 @@ def test_a_cell_of_another_config_is_refused(matrix_run, capsys):
   assert _main(*args, '--config.train.num_steps=30') == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'train.num_steps=20' in err[0] and 'redo_stale' in err[0], err
+
+
+def test_gap_closure_statistic():
+  rng = np.random.RandomState(0)
+  s = rng.uniform(0.3, 0.6, (5, 12))
+  o = s + rng.uniform(0.1, 0.3, (5, 12))
+  m = s + 0.5 * (o - s)  # closes half of every video's gap
+  half = stats.gap_closure(m, s, o)
+  assert half['share'] == pytest.approx(0.5) and half['lo'] < 0.5 < half['hi'] + 1e-9
+  # The interval by hand: the same draws (seeds once per sample, then videos), the ratio of
+  # the resampled means.
+  m = s + rng.normal(0.05, 0.05, (5, 12))
+  got = stats.gap_closure(m, s, o, num_samples=300, seed=3)
+  r = np.random.RandomState(3)
+  si, vi = r.randint(0, 5, (300, 5)), r.randint(0, 12, (300, 12))
+  ratios = [(m[a][:, b].mean() - s[a][:, b].mean()) / (o[a][:, b].mean() - s[a][:, b].mean())
+            for a, b in zip(si, vi)]
+  assert got['lo'] == pytest.approx(np.percentile(ratios, 2.5))
+  assert got['hi'] == pytest.approx(np.percentile(ratios, 97.5))
+  assert got['share'] == pytest.approx((m.mean() - s.mean()) / (o.mean() - s.mean()))
+  none = stats.gap_closure(s + 0.01, s, s)  # no gap: every sample is +inf
+  assert np.isnan(none['share']) and none['lo'] == np.inf
+
+
+def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
+  """DL-VHD on one pair of the matrix (same data, seeds and test videos), then the tool."""
+  from tools import gap_closure  # pylint: disable=import-outside-toplevel
+  work, _ = matrix_run
+  run = tmp_path / 'dlvhd'
+  assert _main('--config=configs/demo.py', f'--workdir={run}', '--config.method=dlvhd',
+               '--config.compare_methods=()', '--config.data.source_category=diving',
+               '--config.data.target_category=climbing', f'--config.data.root={work}/data',
+               '--config.num_seeds=2', *tiny_overrides()) == 0
+  (row,) = gap_closure.rows(work, [str(run)])
+  matrix = json.load(open(os.path.join(work, 'matrix.json')))
+  assert (row['source'], row['target'], row['method']) == ('diving', 'climbing', 'dlvhd')
+  assert row['source_only'] == pytest.approx(matrix['map']['diving']['climbing'])
+  assert row['oracle'] == pytest.approx(matrix['map']['climbing']['climbing'])
+  res = json.load(open(run / 'results.json'))
+  assert row['gain']['diff'] == pytest.approx(res['map'] - row['source_only'], abs=1e-9)
+  assert row['closure']['share'] == pytest.approx(
+      row['gain']['diff'] / row['gap']['diff'] if row['gap']['diff'] > 0 else np.nan,
+      nan_ok=True)
+  assert 'diving → climbing' in gap_closure.to_markdown([row])

@@ -1,0 +1,115 @@
+"""How much of a transfer gap each method closes, from a transfer matrix and method cells.
+
+  python -m tools.gap_closure --matrix=runs/matrix_yt runs/gap_gymnastics runs/gap_dog
+
+--matrix: a `configs/transfer_matrix.py` sweep folder (source-only and oracle per pair: the
+model trained on the source tested on the target, and the target's own model). Positional:
+folders of finished runs (a table sweep's folder, or single runs) with results.json of
+another method on a (source, target) pair of the matrix; the same seeds, test videos and
+split. Prints a markdown table: the gap (oracle − source-only), the method's gain over
+source-only (paired bootstrap over seeds × test videos) and the share of the gap it closes
+(dlvhd_jax.stats.gap_closure), each with its 95% interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from dlvhd_jax import stats
+
+LABELS = {'dlvhd': 'DL-VHD', 'coral': 'DeepCORAL', 'dan': 'DAN', 'revgrad': 'RevGrad',
+          'mcd': 'MCD', 'afn': 'AFN', 'sl': 'source-only'}
+
+
+def _read(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def per_video(summary: dict, vids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+  """A results summary -> (video ids, [seeds, videos] per-video APs; NaN for None)."""
+  seeds = summary['per_seed']
+  vids = sorted(seeds[0]['per_video_ap']) if vids is None else vids
+  return vids, np.array([[np.nan if p['per_video_ap'].get(v) is None else p['per_video_ap'][v]
+                          for v in vids] for p in seeds], np.float64)
+
+
+def matrix_pair(matrix_dir: str, source: str, target: str) -> tuple[dict, dict]:
+  """-> (source-only summary, oracle summary) of a pair from a transfer-matrix folder."""
+  src = os.path.join(matrix_dir, f'sl_specific__{source}', 'transfer.json')
+  orc = os.path.join(matrix_dir, f'sl_specific__{target}', 'results.json')
+  for p in (src, orc):
+    if not os.path.isfile(p):
+      raise SystemExit(f'error: {p} not found: run the transfer matrix over {source} and {target}')
+  transfer = _read(src)
+  if target not in transfer:
+    raise SystemExit(f'error: {src} has no evaluation on {target}')
+  return transfer[target], _read(orc)
+
+
+def find_runs(paths) -> list[str]:
+  out = []
+  for p in paths:
+    if os.path.isfile(os.path.join(p, 'results.json')):
+      out.append(p)
+    elif os.path.isdir(p):
+      out += sorted(os.path.join(p, d) for d in os.listdir(p)
+                    if os.path.isfile(os.path.join(p, d, 'results.json')))
+  if not out:
+    raise SystemExit(f'error: no results.json in {paths}')
+  return out
+
+
+def rows(matrix_dir: str, run_dirs) -> list[dict]:
+  out = []
+  for run in find_runs(run_dirs):
+    res = _read(os.path.join(run, 'results.json'))
+    src, tgt = res['source_category'], res['target_category']
+    so, orc = matrix_pair(matrix_dir, src, tgt)
+    vids, m = per_video(res)
+    for other, name in ((so, 'source-only'), (orc, 'oracle')):
+      if sorted(other['per_seed'][0]['per_video_ap']) != vids or len(other['per_seed']) != len(m):
+        raise SystemExit(f'error: {run} and the matrix\'s {name} of {src} -> {tgt} differ in '
+                         'test videos or seeds')
+    s, o = per_video(so, vids)[1], per_video(orc, vids)[1]
+    out.append({'run': run, 'method': res['method'], 'source': src, 'target': tgt,
+                'source_only': float(np.nanmean(s.mean(0))), 'oracle': float(np.nanmean(o.mean(0))),
+                'map': res['map'], 'map_ci95': res.get('map_ci95'),
+                'gap': stats.paired_bootstrap([(o, s)]), 'gain': stats.paired_bootstrap([(m, s)]),
+                'closure': stats.gap_closure(m, s, o)})
+  return out
+
+
+def to_markdown(table: list[dict]) -> str:
+  f = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"  # noqa: E731
+  lines = ['| pair | oracle − source-only | method | mAP | method − source-only | share of the gap closed |',
+           '|---|---:|---|---:|---:|---:|']
+  for r in sorted(table, key=lambda r: (-r['gap']['diff'], r['method'])):
+    c = r['closure']
+    share = f"{c['share']:+.0%} [{c['lo']:+.0%}, {c['hi']:+.0%}]".replace('inf%', 'inf')
+    ci = f" ± {r['map_ci95']:.3f}" if r['map_ci95'] is not None else ''
+    lines.append(f"| {r['source']} → {r['target']} | {f(r['gap'])} | "
+                 f"{LABELS.get(r['method'], r['method'])} | {r['map']:.3f}{ci} | {f(r['gain'])} | {share} |")
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--matrix', required=True, help='a transfer-matrix sweep folder')
+  p.add_argument('--json', default='', help='also write the rows here')
+  p.add_argument('runs', nargs='+', help='run folders or sweep folders of other methods')
+  args = p.parse_args(argv)
+  table = rows(args.matrix, args.runs)
+  print(to_markdown(table))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(table, f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
