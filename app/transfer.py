@@ -206,10 +206,11 @@ def plot(matrix: dict, path: str, title: str) -> None:
       elif g is not None:
         star = '*' if g['lo'] > 0 or g['hi'] < 0 else ''
         ax.text(j, i, f"{g['diff']:+.2f}{star}", ha='center', va='center', fontsize=7,
-                fontweight='bold' if star else 'normal')
+                fontweight='bold' if star else 'normal',
+                color='white' if abs(g['diff']) > 0.6 * lim else 'black')
   ax.set_xticks(range(n), cats, rotation=45, ha='right', fontsize=8)
   ax.set_yticks(range(n), cats, fontsize=8)
-  ax.set_xlabel('target (tested on)')
+  ax.set_xlabel('target (tested on); diagonal: the target-oracle\'s mAP')
   ax.set_ylabel('source (trained on)')
   ax.set_title(title, fontsize=9)
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
