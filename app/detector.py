@@ -37,7 +37,7 @@ KNOWN_STREAMS = ('rgb', 'opt', 'flow', 'c3d', 'i3d', 'clip', 'slowfast', 'vggish
 
 # ----------------------------------------------------------------------------- the detector
 
-def _recorded_config(workdir: str) -> ml_collections.ConfigDict:
+def recorded_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   try:
     with open(path) as f:
@@ -89,7 +89,7 @@ class HighlightDetector:
   def from_workdir(cls, workdir: str, step: int | None = None, weights: str = '') -> 'HighlightDetector':
     """The run in `workdir` at checkpoint `step` (default: the latest). `weights`: where the
     extractor's weights file is now, if it moved since extraction (checked by sha256)."""
-    cfg = _recorded_config(workdir)
+    cfg = recorded_config(workdir)
     objective = methods.get_objective(cfg.method)
     ckpt_dir = os.path.join(workdir, 'checkpoints')
     if not os.path.isdir(ckpt_dir):

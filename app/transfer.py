@@ -23,6 +23,7 @@ gap.png (the heat map, significant pairs marked).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,8 +32,8 @@ import jax
 import numpy as np
 
 from app import experiment, sweep, tables
-from dlvhd_jax import evaluation, files, methods, parallel, replica_axis, stats, train
-from dlvhd_jax import train_step
+from dlvhd_jax import evaluation, files, methods, objectives, parallel, replica_axis, stats
+from dlvhd_jax import train, train_step
 from dlvhd_jax.errors import UserInputError
 
 TRANSFER = 'transfer.json'
@@ -52,37 +53,62 @@ def cell_name(category: str, fold: int | None = None) -> str:
   return f'sl_specific__{category}' + ('' if fold is None else f'__fold{fold}')
 
 
-def evaluate_on(sub, cell_dir: str, targets) -> tuple[dict, dict]:
-  """The trained run in `cell_dir` (config `sub`) on the test videos of each of `targets`:
-  -> ({target: the summary results.json would hold}, {target: {vid: scores [R, T]}})."""
+@dataclasses.dataclass
+class Restored:
+  """A finished run, ready to score any category's test videos."""
+  objective: objectives.Objective
+  data: object  # its CrossCategoryData (normalized)
+  mesh: object
+  graphdef: object
+  params: object  # eval parameters ([R, ...] when `replicas`)
+  replicas: bool
+  best_val: np.ndarray | None  # [R] source-validation mAP of the selected steps
+  best_step: np.ndarray | None
+  diverged: np.ndarray  # [R] bool
+
+  def scores(self, cfg, videos, heads, logit_fn=None) -> list[np.ndarray]:
+    """Test scores of `videos` under the mean of `heads`: [T_v] each ([R, T_v] with replicas)."""
+    return evaluation.predict(self.graphdef, self.params, [v.features for v in videos],
+                              tuple(heads), cfg, self.mesh, replicas=self.replicas,
+                              logit_fn=logit_fn)
+
+
+def restore(sub, cell_dir: str) -> Restored:
+  """The latest checkpoint of the run in `cell_dir` (config `sub`)."""
   objective = methods.get_objective(sub.method)
   data = experiment.load_data(sub, cell_dir, objective.uses_target)
   mesh = parallel.make_mesh(fsdp=sub.get('mesh', {}).get('fsdp', 1))
   num_segments = sum(len(v.features) for v in data.source_train)  # = the source bank's
   graphdef, state = train.restore_for_eval(sub, cell_dir, data.feature_dim, objective, mesh,
                                            num_segments, data_facts=experiment.data_facts(data))
-  params = train_step.eval_params(sub, state)
-  replicas = replica_axis.num_replicas(sub) > 1
-  metric = experiment.metric_of(sub)
   selects = train_step.selects_best(sub)
-  best_val = np.asarray(jax.device_get(state.best_val)) if selects else None
-  best_step = np.asarray(jax.device_get(state.best_step)) if selects else None
-  diverged = train_step.diverged_replicas(sub, state)
-  logit_fn = evaluation.make_logit_fn(graphdef, tuple(objective.eval_heads), mesh, replicas)
+  return Restored(
+      objective, data, mesh, graphdef, train_step.eval_params(sub, state),
+      replica_axis.num_replicas(sub) > 1,
+      np.asarray(jax.device_get(state.best_val)) if selects else None,
+      np.asarray(jax.device_get(state.best_step)) if selects else None,
+      train_step.diverged_replicas(sub, state))
+
+
+def evaluate_on(sub, cell_dir: str, targets) -> tuple[dict, dict]:
+  """The trained run in `cell_dir` (config `sub`) on the test videos of each of `targets`:
+  -> ({target: the summary results.json would hold}, {target: {vid: scores [R, T]}})."""
+  run = restore(sub, cell_dir)
+  heads = tuple(run.objective.eval_heads)
+  logit_fn = evaluation.make_logit_fn(run.graphdef, heads, run.mesh, run.replicas)
+  metric = experiment.metric_of(sub)
   summaries, scores_out = {}, {}
   for t in targets:
     test = experiment.load_data(sub, cell_dir, False, target_category=t).target_test
     vids = [v.vid for v in test]
-    scores = evaluation.predict(graphdef, params, [v.features for v in test],
-                                objective.eval_heads, sub, mesh, replicas=replicas,
-                                logit_fn=logit_fn)
+    scores = run.scores(sub, test, heads, logit_fn)
     per_replica = experiment.split_replicas(sub, scores)
-    for sc, out in zip(per_replica, diverged):
+    for sc, out in zip(per_replica, run.diverged):
       if not out:
         experiment.check_scores(sc, vids, cell_dir)
     summaries[t] = experiment.summarize_replicas(
-        sub, vids, experiment.eval_labels(test, metric), per_replica, metric, best_val,
-        best_step, diverged)
+        sub, vids, experiment.eval_labels(test, metric), per_replica, metric, run.best_val,
+        run.best_step, run.diverged)
     summaries[t].update({'source_category': sub.data.source_category, 'target_category': t})
     scores_out[t] = {v: np.asarray(s) for v, s in zip(vids, scores)}
   return summaries, scores_out

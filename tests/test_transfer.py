@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 import launch
 from app import experiment, transfer
@@ -141,3 +141,22 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
       row['gain']['diff'] / row['gap']['diff'] if row['gap']['diff'] > 0 else np.nan,
       nan_ok=True)
   assert 'diving → climbing' in gap_closure.to_markdown([row])
+  # The head probe on the same run: both heads together are the run's own test score.
+  from tools import head_probe  # pylint: disable=import-outside-toplevel
+  probe = head_probe.probe(str(run))
+  assert probe['num_seeds'] == 2 and (probe['source'], probe['target']) == ('diving', 'climbing')
+  assert probe['map_both']['mean'] == pytest.approx(res['map'], abs=1e-9)
+  for key in ('map_coarse', 'map_fine', 'domain_auc', 'highlight_auc_coarse'):
+    assert 0.0 <= probe[key]['mean'] <= 1.0
+  assert 'diving → climbing' in head_probe.to_markdown([probe])
+  with pytest.raises(SystemExit, match='no coarse and fine heads'):
+    head_probe.probe(os.path.join(work, transfer.cell_name('diving')))
+
+
+def test_head_probe_auc_is_mann_whitney():
+  from tools import head_probe  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 60).astype(float)  # ties
+  want = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[pos, neg])
+  assert head_probe.auc(pos, neg) == pytest.approx(want, abs=1e-12)
+  assert np.isnan(head_probe.auc(pos, []))

@@ -1,0 +1,139 @@
+"""What each head of a trained DL-VHD run ranks: the coarse learner against the target's highlights.
+
+  python -m tools.head_probe runs/gap_gymnastics/dlvhd__surfing [more runs or sweep folders]
+
+L_coarse trains the coarse head to tell the mixed set's target segments (label 1) from its
+source segments (label 0); it helps the target only if "looks like the target" ranks the
+target's own highlights above its other segments. Per run (a finished run whose method has
+the heads `coarse` and `fine`: dlvhd and its ablations), on the target's test videos and,
+for the domain question, the source category's test videos, mean ± 95% t interval over seeds:
+
+  mAP coarse / fine / both   test mAP of each head alone and of their mean (the run's score)
+  domain AUC (coarse)        target test segments vs source test segments, pooled: 0.5 = the
+                             coarse head cannot tell the categories apart, 1 = it always can
+  highlight AUC              per target test video, highlight segments vs the rest, averaged
+                             over videos (0.5 = the head's order ignores highlights)
+  coarse score               mean 2·sigmoid − 1 of the coarse head on target highlights,
+                             target non-highlights, source highlights, source non-highlights
+  spread                     each head's score standard deviation within a target test video
+                             (mean over videos): the run's score averages the two heads, so
+                             the head with the wider spread sets most of the order
+  mAP z-mean                 the heads averaged after standardizing each within its video
+                             (a scale-free combination; an analysis, not the method's score)
+
+Prints a markdown table; --json writes the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from app import experiment, transfer
+from app.detector import recorded_config
+from dlvhd_jax import evaluation, stats
+from tools.gap_closure import find_runs
+
+HEADS = ('coarse', 'fine')
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+  """P(score of a positive > score of a negative) + 1/2 P(tie) (Mann-Whitney); NaN if a side
+  is empty."""
+  pos, neg = np.ravel(pos).astype(np.float64), np.ravel(neg).astype(np.float64)
+  if not len(pos) or not len(neg):
+    return float('nan')
+  _, inv, cnt = np.unique(np.r_[pos, neg], return_inverse=True, return_counts=True)
+  rank = (np.cumsum(cnt) - (cnt - 1) / 2.0)[inv]  # 1-based, ties share their mean rank
+  return float((rank[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def _per_seed(cfg, run, videos, heads) -> list[list[np.ndarray]]:
+  """-> per seed, per video: [T_v] scores under the mean of `heads`."""
+  return experiment.split_replicas(cfg, run.scores(cfg, videos, heads))
+
+
+def _ci(values) -> dict:
+  m = stats.mean_ci([float(v) for v in values])
+  return {'mean': m['mean'], 'ci95': m['ci95']}
+
+
+def probe(run_dir: str) -> dict:
+  cfg = recorded_config(run_dir)
+  run = transfer.restore(cfg, run_dir)
+  if tuple(run.objective.heads)[:2] != HEADS:
+    raise SystemExit(f'error: {run_dir} trained {cfg.method!r}, which has no coarse and fine '
+                     'heads: probe a dlvhd run')
+  src, tgt = cfg.data.source_category, cfg.data.target_category
+  metric = experiment.metric_of(cfg)
+  target = run.data.target_test
+  source = experiment.load_data(cfg, run_dir, False, target_category=src).target_test
+  vids, labels = [v.vid for v in target], experiment.eval_labels(target, metric)
+  out = {'run': run_dir, 'method': cfg.method, 'source': src, 'target': tgt}
+  per_head = {}
+  for name, heads in (('coarse', ('coarse',)), ('fine', ('fine',)), ('both', HEADS)):
+    per_head[name] = _per_seed(cfg, run, target, heads)
+    out[f'map_{name}'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
+                             for sc in per_head[name])
+  z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-12)  # noqa: E731
+  zmean = [[0.5 * (z(c) + z(f)) for c, f in zip(cs, fs)]
+           for cs, fs in zip(per_head['coarse'], per_head['fine'])]
+  out['map_zmean'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map'] for sc in zmean)
+  for name in HEADS:
+    out[f'spread_{name}'] = _ci(np.mean([np.std(s) for s in sc]) for sc in per_head[name])
+  coarse_src = _per_seed(cfg, run, source, ('coarse',))
+  hl_t = [np.asarray(v.labels) > 0 for v in target]
+  hl_s = [np.asarray(v.labels) > 0 for v in source]
+  out['domain_auc'] = _ci(auc(np.concatenate(t), np.concatenate(s))
+                          for t, s in zip(per_head['coarse'], coarse_src))
+  for name in HEADS:
+    out[f'highlight_auc_{name}'] = _ci(
+        np.nanmean([auc(s[y], s[~y]) for s, y in zip(sc, hl_t)]) for sc in per_head[name])
+  pick = lambda sc, ys, want: np.concatenate([s[y == want] for s, y in zip(sc, ys)])  # noqa: E731
+  out['coarse_score'] = {
+      key: _ci(np.mean(pick(sc, ys, want)) for sc in scores)
+      for key, scores, ys, want in (('target_highlight', per_head['coarse'], hl_t, True),
+                                    ('target_other', per_head['coarse'], hl_t, False),
+                                    ('source_highlight', coarse_src, hl_s, True),
+                                    ('source_other', coarse_src, hl_s, False))}
+  out['num_seeds'] = len(per_head['both'])
+  return out
+
+
+def to_markdown(rows: list[dict]) -> str:
+  f = lambda d: f"{d['mean']:.3f}" + (f" ± {d['ci95']:.3f}" if d['ci95'] is not None else '')  # noqa: E731
+  lines = ['| pair | method | seeds | mAP coarse | mAP fine | mAP both | domain AUC (coarse) | '
+           'highlight AUC coarse | highlight AUC fine | spread coarse / fine | mAP z-mean | '
+           'coarse score: target hl / other, source hl / other |', '|---|---|---:|' + '---:|' * 9]
+  for r in rows:
+    cs = r['coarse_score']
+    scores = ' / '.join(f"{cs[k]['mean']:+.2f}" for k in (
+        'target_highlight', 'target_other', 'source_highlight', 'source_other'))
+    lines.append(f"| {r['source']} → {r['target']} | {r['method']} | {r['num_seeds']} | "
+                 f"{f(r['map_coarse'])} | {f(r['map_fine'])} | {f(r['map_both'])} | "
+                 f"{f(r['domain_auc'])} | {f(r['highlight_auc_coarse'])} | "
+                 f"{f(r['highlight_auc_fine'])} | {r['spread_coarse']['mean']:.3f} / "
+                 f"{r['spread_fine']['mean']:.3f} | {f(r['map_zmean'])} | {scores} |")
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--json', default='', help='also write the rows here')
+  p.add_argument('runs', nargs='+', help='run folders, or sweep folders holding them')
+  args = p.parse_args(argv)
+  rows = [probe(r) for r in find_runs(args.runs)
+          if recorded_config(r).method.startswith('dlvhd')]
+  if not rows:
+    raise SystemExit(f'error: no dlvhd run in {args.runs}')
+  print(to_markdown(rows))
+  if args.json:
+    with open(args.json, 'w') as fh:
+      json.dump(rows, fh, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
