@@ -33,7 +33,7 @@ import numpy as np
 
 from app import experiment, transfer
 from app.detector import recorded_config
-from dlvhd_jax import evaluation, stats
+from dlvhd_jax import evaluation, hparams, stats
 from tools.gap_closure import find_runs
 
 HEADS = ('coarse', 'fine')
@@ -66,6 +66,9 @@ def probe(run_dir: str) -> dict:
   if tuple(run.objective.heads)[:2] != HEADS:
     raise SystemExit(f'error: {run_dir} trained {cfg.method!r}, which has no coarse and fine '
                      'heads: probe a dlvhd run')
+  if hparams.values(cfg) != (None,):
+    raise SystemExit(f'error: {run_dir} trained several values of {hparams.key(cfg)}: probe '
+                     'a run of one value (its seeds are averaged)')
   src, tgt = cfg.data.source_category, cfg.data.target_category
   metric = experiment.metric_of(cfg)
   target = run.data.target_test
