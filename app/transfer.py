@@ -150,7 +150,11 @@ def build_matrix(cfg, cats, cells: dict) -> dict:
   split = cfg.data.split + (f' ({cfg.data.num_folds} folds)' if cfg.data.split == 'kfold' else '')
   out = {'categories': list(cats), 'features': cfg.data.features, 'split': split,
          'dataset': cfg.data.get('name', 'youtube_highlights'),
-         'metric': experiment.metric_of(cfg), 'num_seeds': replica_axis.num_replicas(cfg)}
+         'metric': experiment.metric_of(cfg), 'num_seeds': replica_axis.num_replicas(cfg),
+         # Per target, how many test videos its column rests on (a bootstrap over one video
+         # covers the seeds only).
+         'num_test_videos': {t: cells.get(t, {}).get(t, {}).get('num_test_videos')
+                             for t in cats}}
   for metric in METRICS:
     means = {c: {t: cells.get(c, {}).get(t, {}).get(metric) for t in cats} for c in cats}
     cis = {c: {t: cells.get(c, {}).get(t, {}).get(f'{metric}_ci95') for t in cats} for c in cats}
@@ -201,11 +205,27 @@ def to_markdown(matrix: dict, title: str) -> str:
         star = '*' if g['lo'] > 0 or g['hi'] < 0 else ''
         row.append(f"{g['diff']:+.3f}{star} [{g['lo']:+.3f}, {g['hi']:+.3f}]")
     lines.append(f'| {c} | ' + ' | '.join(row) + ' |')
-  sig = matrix['map_significant']
-  lines += ['', f'Pairs with a significant gap ({len(sig)} of {len(cats) * (len(cats) - 1)}), '
-            'largest first: ' + (', '.join(f"{g['source']} → {g['target']} {g['diff']:+.3f}"
-                                           for g in sig) if sig else 'none') + '.', '']
+  above, below = significant_by_sign(matrix)
+  pairs = lambda gs: ', '.join(f"{g['source']} → {g['target']} {g['diff']:+.3f}"  # noqa: E731
+                               for g in gs) if gs else 'none'
+  n = len(cats) * (len(cats) - 1)
+  lines += ['', f'Pairs with a significant gap, the target\'s own model better ({len(above)} '
+            f'of {n}), largest first: {pairs(above)}.', '',
+            f'Pairs where the source\'s model is significantly better than the target\'s own '
+            f'({len(below)} of {n}): {pairs(below[::-1])}.', '']
+  few = [t for t in cats if (matrix.get('num_test_videos') or {}).get(t) == 1]
+  if few:
+    lines += [f'Tested on one video: {", ".join(few)}. Their intervals cover the seeds only, '
+              'not other videos of the category; `--config.data.split=kfold` tests every '
+              'video once.', '']
   return '\n'.join(lines)
+
+
+def significant_by_sign(matrix: dict, metric: str = 'map') -> tuple[list, list]:
+  """(pairs whose oracle is significantly above source-only: a gap adaptation could close,
+  largest first; pairs significantly below it, most negative last)."""
+  sig = matrix[f'{metric}_significant']
+  return [g for g in sig if g['diff'] > 0], [g for g in sig if g['diff'] < 0]
 
 
 def plot(matrix: dict, path: str, title: str) -> None:
@@ -254,7 +274,9 @@ def write_artifacts(cfg, workdir: str, cats, cells: dict) -> dict:
     title = cfg.sweep.get('title', '') or 'Transfer-gap matrix'
     files.write_json(os.path.join(workdir, 'matrix.json'), matrix)
     files.write_atomic(os.path.join(workdir, 'matrix.md'), to_markdown(matrix, title))
-    plot(matrix, os.path.join(workdir, 'gap.png'), f"{title} ({matrix['features']})")
+    plot(matrix, os.path.join(workdir, 'gap.png'),
+         f"{title}: {matrix['dataset']}, {matrix['features']}, split {matrix['split']}, "
+         f"{matrix['num_seeds']} seeds")
   return matrix
 
 
@@ -348,7 +370,8 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
     write_artifacts(cfg, workdir, cats, cells)
   matrix = write_artifacts(cfg, workdir, cats, cells)
   if files.is_primary():
-    sig = matrix['map_significant']
+    above, below = significant_by_sign(matrix)
     print(f'transfer matrix of {len(cats)} categories: {workdir}/matrix.md, matrix.json, gap.png; '
-          f'{len(sig)} pair(s) with a significant gap', file=sys.stderr)
+          f'{len(above)} pair(s) with a significant gap (oracle above source-only), '
+          f'{len(below)} with the source\'s model significantly better', file=sys.stderr)
   return 0

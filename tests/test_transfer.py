@@ -68,8 +68,14 @@ def test_matrix_cells_and_gaps(matrix_run):
   significant = {(g['source'], g['target']) for g in matrix['map_significant']}
   assert significant == {(c, t) for c in CATS for t in CATS if c != t and (
       matrix['map_gap'][c][t]['lo'] > 0 or matrix['map_gap'][c][t]['hi'] < 0)}
+  above, below = transfer.significant_by_sign(matrix)
+  assert {(g['source'], g['target']) for g in above + below} == significant
+  assert all(g['diff'] > 0 for g in above) and all(g['diff'] < 0 for g in below)
+  assert matrix['num_test_videos'] == {t: json.load(open(os.path.join(
+      work, transfer.cell_name(t), 'results.json')))['num_test_videos'] for t in CATS}
   md = open(os.path.join(work, 'matrix.md')).read()
-  assert 'trained on ↓ / tested on →' in md and 'significant gap' in md
+  assert 'trained on ↓ / tested on →' in md
+  assert f'target\'s own model better ({len(above)} of 6)' in md
   assert os.path.getsize(os.path.join(work, 'gap.png')) > 1000
 
 
