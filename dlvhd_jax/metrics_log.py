@@ -11,10 +11,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 from dlvhd_jax.files import is_primary, write_atomic, writing
 
 TENSORBOARD_DIR = 'tensorboard'
+
+
+def _summary_writer(logdir: str):
+  """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when
+  it is installed (4 s per process on a 2-core CPU) only to accept torch tensors, and this
+  module logs Python floats. Where torch is already loaded it is used as it is."""
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  else:
+    sys.modules['torch'] = None  # `import torch` raises ImportError: tensorboardX's fallback
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    finally:
+      del sys.modules['torch']
+  return SummaryWriter(logdir, flush_secs=5)
 
 
 def _finite(v) -> bool:
@@ -58,8 +74,7 @@ class MetricsWriter:
     if not is_primary():
       return
     if self._tb is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(self.tb_dir, flush_secs=5)
+      self._tb = _summary_writer(self.tb_dir)
     for name, v in values.items():
       if isinstance(v, (list, tuple)):
         for i, x in enumerate(v):

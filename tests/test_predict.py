@@ -191,14 +191,16 @@ def _probe_page(index_html: str) -> dict:
 @pytest.fixture(scope='module')
 def video_run(tmp_path_factory):
   """Real mp4s -> I3D features (the package's Kinetics-400 weights) -> synthetic labels -> a
-  2-seed run -> predict."""
+  2-seed run -> predict. Every 4th frame of each 2-second segment (max_segment_frames=16, which
+  predict takes from the extraction record): I3D on a CPU is most of this file's time, and the
+  frames' timing is tested with the reel, the network itself in test_i3d.py."""
   if not os.path.isfile(os.path.join(VIDEOS, 'bikes.mp4')):
     pytest.skip('real test videos live in ../shared/data/videos (absent in this checkout)')
   base = tmp_path_factory.mktemp('predict_videos')
   feats, run, out, inputs = (str(base / n) for n in ('features', 'run', 'out', 'inputs'))
   assert _main('--mode=extract', '--config=configs/extract_i3d.py', f'--workdir={feats}',
                f'--config.video_dir={VIDEOS}', '--config.segmenter=segment_seconds',
-               '--config.segment_seconds=2.0') == 0
+               '--config.segment_seconds=2.0', '--config.max_segment_frames=16') == 0
   anno = json.load(open(os.path.join(feats, 'youtube_anno.json')))
   assert set(anno) == {'bikes', 'bigbuckbunny'}
   for vid, entry in anno.items():
