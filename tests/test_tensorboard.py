@@ -56,3 +56,20 @@ def test_training_and_evaluation_scalars_are_written_and_read_back(tmp_path, cap
   assert scalars['test_map'][20] == pytest.approx(results['map'], rel=1e-6)
   assert scalars['test_map_per_seed/seed_1'][20] == pytest.approx(results['per_seed'][1]['map'],
                                                                   rel=1e-6)
+
+
+def test_scalars_are_written_without_importing_torch(tmp_path):
+  """tensorboardX imports PyTorch where it is installed (4 s per process, every run); the
+  writer keeps it out and still writes readable scalars. In a fresh interpreter: this one may
+  hold torch from another test."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from conftest import REPO, subprocess_env  # pylint: disable=import-outside-toplevel
+  code = ('import sys; from dlvhd_jax import metrics_log; '
+          f'w = metrics_log.MetricsWriter({str(tmp_path)!r}); '
+          "w.write({'step': 3, 'loss': 0.25}); w.close(); print('torch' in sys.modules)")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == 'False'
+  assert read_scalars(str(tmp_path / 'tensorboard')) == {'loss': {3: 0.25}}
