@@ -166,3 +166,19 @@ def test_head_probe_auc_is_mann_whitney():
   want = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[pos, neg])
   assert head_probe.auc(pos, neg) == pytest.approx(want, abs=1e-12)
   assert np.isnan(head_probe.auc(pos, []))
+
+
+def test_head_probe_highlights_of_graded_labels_follow_the_top5_metric():
+  """TVSum: a highlight is above the annotator's median for most annotators, the binarization
+  top5_average_precision applies per annotator; binary labels: label > 0."""
+  import types  # pylint: disable=import-outside-toplevel
+  from tools import head_probe  # pylint: disable=import-outside-toplevel
+  scores = np.array([[1, 5, 3, 4, 2, 2],    # median 2.5: segments 1, 2, 3
+                     [2, 4, 1, 5, 3, 1],    # median 2.5: 1, 3, 4
+                     [1, 1, 5, 5, 5, 1]])   # median 3:   2, 3, 4
+  v = types.SimpleNamespace(annotator_scores=scores, labels=scores.mean(0))
+  want = [False, True, True, True, True, False]  # 2 of 3 annotators, or all 3
+  assert head_probe.highlights(v, 'top5_map').tolist() == want
+  assert head_probe.highlights(v, 'map').tolist() == [True] * 6  # graded means are all > 0
+  binary = types.SimpleNamespace(labels=np.array([1.0, -1.0, 1.0]))
+  assert head_probe.highlights(binary, 'map').tolist() == [True, False, True]

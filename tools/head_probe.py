@@ -12,7 +12,9 @@ for the domain question, the source category's test videos, mean ± 95% t interv
   domain AUC (coarse)        target test segments vs source test segments, pooled: 0.5 = the
                              coarse head cannot tell the categories apart, 1 = it always can
   highlight AUC              per target test video, highlight segments vs the rest, averaged
-                             over videos (0.5 = the head's order ignores highlights)
+                             over videos (0.5 = the head's order ignores highlights); with
+                             graded labels (TVSum) a highlight is a segment most annotators
+                             score above their median, as the top-5 mAP binarizes them
   coarse score               mean 2·sigmoid − 1 of the coarse head on target highlights,
                              target non-highlights, source highlights, source non-highlights
   spread                     each head's score standard deviation within a target test video
@@ -48,6 +50,16 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
   _, inv, cnt = np.unique(np.r_[pos, neg], return_inverse=True, return_counts=True)
   rank = (np.cumsum(cnt) - (cnt - 1) / 2.0)[inv]  # 1-based, ties share their mean rank
   return float((rank[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def highlights(video, metric: str) -> np.ndarray:
+  """[T] bool: the segments the metric counts as highlights. Binary labels: label > 0.
+  top5_map (graded annotator scores [A, T]): above the annotator's median for most
+  annotators (evaluation.top5_average_precision binarizes each annotator that way)."""
+  if metric == 'top5_map':
+    a = np.atleast_2d(np.asarray(video.annotator_scores, np.float64))
+    return (a > np.median(a, axis=1, keepdims=True)).mean(axis=0) > 0.5
+  return np.asarray(video.labels) > 0
 
 
 def _per_seed(cfg, run, videos, heads) -> list[list[np.ndarray]]:
@@ -87,8 +99,8 @@ def probe(run_dir: str) -> dict:
   for name in HEADS:
     out[f'spread_{name}'] = _ci(np.mean([np.std(s) for s in sc]) for sc in per_head[name])
   coarse_src = _per_seed(cfg, run, source, ('coarse',))
-  hl_t = [np.asarray(v.labels) > 0 for v in target]
-  hl_s = [np.asarray(v.labels) > 0 for v in source]
+  hl_t = [highlights(v, metric) for v in target]
+  hl_s = [highlights(v, metric) for v in source]
   out['domain_auc'] = _ci(auc(np.concatenate(t), np.concatenate(s))
                           for t, s in zip(per_head['coarse'], coarse_src))
   for name in HEADS:
