@@ -18,6 +18,13 @@ def make(width=32, in_dim=24, **kw):
   return model_lib.build_model(cfg, in_dim, ('coarse', 'fine'), seed=0)
 
 
+@nnx.jit(static_argnames='heads')
+def fwd(m, x, mask, key=None, heads=None):
+  """The model's forward, compiled once per shape: called op by op it compiles every
+  primitive separately (tens of small programs per call)."""
+  return m(x, mask, key) if heads is None else m(x, mask, heads=heads)
+
+
 def inputs(b=3, n=7, d=24, seed=0):
   rng = np.random.RandomState(seed)
   x = jnp.array(rng.randn(b, n, d), jnp.float32)
@@ -28,7 +35,7 @@ def inputs(b=3, n=7, d=24, seed=0):
 def test_scores_in_range_and_shapes():
   m = make()
   x, mask = inputs()
-  out = m(x, mask)
+  out = fwd(m, x, mask)
   assert set(out) == {'coarse', 'fine'}
   for s in out.values():
     assert s.shape == (3, 7) and s.dtype == jnp.float32
@@ -40,8 +47,8 @@ def test_permutation_equivariance_no_positional_encoding():
   x, mask = inputs()
   x, mask = x[:1], jnp.ones((1, 7), bool)
   perm = np.random.RandomState(1).permutation(7)
-  a = m(x, mask)['fine']
-  b = m(x[:, perm], mask)['fine']
+  a = fwd(m, x, mask)['fine']
+  b = fwd(m, x[:, perm], mask)['fine']
   np.testing.assert_allclose(b, a[:, perm], rtol=1e-5, atol=1e-6)
 
 
@@ -49,15 +56,15 @@ def test_padding_positions_do_not_affect_valid_ones():
   m = make()
   x, mask = inputs()
   noise = jnp.where(mask[..., None], 0.0, 100.0)
-  a, b = m(x, mask)['coarse'], m(x + noise, mask)['coarse']
+  a, b = fwd(m, x, mask)['coarse'], fwd(m, x + noise, mask)['coarse']
   np.testing.assert_allclose(np.where(mask, b, 0), np.where(mask, a, 0), rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_only_with_a_key():
   m = make()
   x, mask = inputs()
-  np.testing.assert_array_equal(m(x, mask)['fine'], m(x, mask)['fine'])
-  assert not np.allclose(m(x, mask, jax.random.key(0))['fine'], m(x, mask)['fine'])
+  np.testing.assert_array_equal(fwd(m, x, mask)['fine'], fwd(m, x, mask)['fine'])
+  assert not np.allclose(fwd(m, x, mask, jax.random.key(0))['fine'], fwd(m, x, mask)['fine'])
 
 
 def test_remat_gives_the_same_gradients():
@@ -67,7 +74,7 @@ def test_remat_gives_the_same_gradients():
     m = make(remat=remat)
     g, p = nnx.split(m)
     loss = lambda p_: jnp.sum(nnx.merge(g, p_)(x, mask, jax.random.key(3))['fine'] * mask)
-    grads.append(jax.grad(loss)(p))
+    grads.append(jax.jit(jax.grad(loss))(p))
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -77,7 +84,7 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close():
   m32, m16 = make(), make(dtype='bfloat16')
   _, p = nnx.split(m16)
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(p))
-  a, b = m32(x, mask)['fine'], m16(x, mask)['fine']
+  a, b = fwd(m32, x, mask)['fine'], fwd(m16, x, mask)['fine']
   assert b.dtype == jnp.float32
   np.testing.assert_allclose(np.where(mask, b, 0), np.where(mask, a, 0), atol=0.05)
 
@@ -90,8 +97,8 @@ def test_width_equal_to_features_has_no_projection_and_without_encoder_heads_see
   assert m.heads['fine'].layers[0].kernel.value.shape == (24, 16)
   x, mask = inputs()
   # Without the encoder a segment's score depends on its own features only.
-  a = m(x, mask)['fine']
-  b = m(x.at[:, 1:].set(0.0), mask)['fine']
+  a = fwd(m, x, mask)['fine']
+  b = fwd(m, x.at[:, 1:].set(0.0), mask)['fine']
   np.testing.assert_allclose(a[:, 0], b[:, 0], rtol=1e-6)
 
 
@@ -119,6 +126,6 @@ def test_evaluation_runs_only_the_heads_an_objective_scores_with():
   assert objective.eval_heads == ('score',)
   # Each head is 2 dense layers; the domain head would add its 2.
   assert dots(('score', 'domain')) - dots(objective.eval_heads) == 2
-  out = model(x, mask, heads=('score',))
+  out = fwd(model, x, mask, heads=('score',))
   assert set(out) == {'score'}
-  np.testing.assert_array_equal(out['score'], model(x, mask)['score'])
+  np.testing.assert_array_equal(out['score'], fwd(model, x, mask)['score'])

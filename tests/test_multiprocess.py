@@ -64,28 +64,43 @@ def _args(root, wd, **kw):
           *tiny_overrides(**{'train.num_steps': 10, **kw})]
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, root):
-  """2 processes x 2 devices = 1 process x 4 devices (losses, scores, mAP); the 2 x 2 run's
-  step-10 checkpoint, resumed by 1 x 1, ends where the 2 x 2 run ends (orbax reshards on
-  restore; the SIGTERM test below resumes an FSDP-sharded 2 x 2 checkpoint on 1 x 4)."""
-  import shutil  # pylint: disable=import-outside-toplevel
-  kw = {'train.num_steps': 20}
-  one = run_launch(_args(root, tmp_path / 'one', **kw), devices=4)
+# One schedule for the 1 x 4 reference and the runs held against it: 60 steps, two per
+# dispatch, a log line every 2 (the SIGTERM notice needs steps to travel), a checkpoint every
+# 10. Checkpointing and FSDP do not change what a run computes, so one reference serves both
+# tests below.
+KW = {'train.num_steps': 60, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
+      'train.checkpoint_every_steps': 10}
+
+
+@pytest.fixture(scope='module')
+def reference(root, tmp_path_factory):
+  """The 1 process x 4 devices run -> its workdir."""
+  wd = tmp_path_factory.mktemp('ref') / 'one'
+  one = run_launch(_args(root, wd, **KW), devices=4)
   assert one.returncode == 0, one.stderr[-3000:]
-  runs = launch_processes(_args(root, tmp_path / 'two', **kw), num_processes=2, devices_each=2)
+  return wd
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(tmp_path, root,
+                                                                               reference):
+  """2 processes x 2 devices = 1 process x 4 devices (losses, scores, mAP); the 2 x 2 run's
+  step-50 checkpoint, resumed by 1 x 1, ends where the 2 x 2 run ends (orbax reshards on
+  restore; the SIGTERM test below resumes an FSDP-sharded 2 x 2 checkpoint on 2 x 2)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  runs = launch_processes(_args(root, tmp_path / 'two', **KW), num_processes=2, devices_each=2)
   for code, _, err in runs:
     assert code == 0, err[-3000:]
-  a = json.loads((tmp_path / 'one' / 'results.json').read_text())
+  a = json.loads((reference / 'results.json').read_text())
   b = json.loads((tmp_path / 'two' / 'results.json').read_text())
   assert b['devices'] == 4 and a['devices'] == 4
   np.testing.assert_allclose(b['map'], a['map'], rtol=1e-6)
   np.testing.assert_allclose(b['map_umt'], a['map_umt'], rtol=1e-6)
-  sa = np.load(tmp_path / 'one' / 'test_scores.npz')
+  sa = np.load(reference / 'test_scores.npz')
   sb = np.load(tmp_path / 'two' / 'test_scores.npz')
   for vid in sa.files:
     np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-5, atol=1e-6)
-  la = [json.loads(x) for x in (tmp_path / 'one' / 'metrics.jsonl').read_text().splitlines()]
+  la = [json.loads(x) for x in (reference / 'metrics.jsonl').read_text().splitlines()]
   lb = [json.loads(x) for x in (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()]
   assert [x['step'] for x in la] == [x['step'] for x in lb]  # one writer, no duplicate lines
   np.testing.assert_allclose([x['loss'] for x in lb], [x['loss'] for x in la], rtol=1e-5)
@@ -93,22 +108,22 @@ def test_two_processes_equal_one_process_and_their_checkpoint_resumes_anywhere(t
   assert json.loads(runs[0][1].strip().splitlines()[-1])['map'] == b['map']
   assert not runs[1][1].strip()
 
-  for devices in (1,):
-    wd = tmp_path / f'resume{devices}'
-    shutil.copytree(tmp_path / 'two', wd)
-    shutil.rmtree(wd / 'checkpoints' / '20')
-    for name in ('results.json', 'test_scores.npz'):
-      (wd / name).unlink()
-    r = run_launch(_args(root, wd, **kw), devices=devices)
-    assert r.returncode == 0, r.stderr[-3000:]
-    history = json.loads((wd / 'config.json').read_text())['history']
-    assert history[-1]['start_step'] == 10
-    res = json.loads((wd / 'results.json').read_text())
-    assert res['devices'] == devices and res['steps'] == 20
-    np.testing.assert_allclose(res['map'], b['map'], rtol=1e-4)
-    sc = np.load(wd / 'test_scores.npz')
-    for vid in sb.files:
-      np.testing.assert_allclose(sc[vid], sb[vid], rtol=1e-4, atol=1e-5)
+  wd = tmp_path / 'resume'
+  shutil.copytree(tmp_path / 'two', wd)
+  assert sorted(os.listdir(wd / 'checkpoints')) == ['50', '60']
+  shutil.rmtree(wd / 'checkpoints' / '60')
+  for name in ('results.json', 'test_scores.npz'):
+    (wd / name).unlink()
+  r = run_launch(_args(root, wd, **KW), devices=1)
+  assert r.returncode == 0, r.stderr[-3000:]
+  history = json.loads((wd / 'config.json').read_text())['history']
+  assert history[-1]['start_step'] == 50
+  res = json.loads((wd / 'results.json').read_text())
+  assert res['devices'] == 1 and res['steps'] == 60
+  np.testing.assert_allclose(res['map'], b['map'], rtol=1e-4)
+  sc = np.load(wd / 'test_scores.npz')
+  for vid in sb.files:
+    np.testing.assert_allclose(sc[vid], sb[vid], rtol=1e-4, atol=1e-5)
 
 
 def test_partial_distributed_flags_are_one_line(tmp_path, root):
@@ -117,17 +132,14 @@ def test_partial_distributed_flags_are_one_line(tmp_path, root):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root):
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, root,
+                                                                          reference):
   """Also FSDP across processes: the 2 x 2 run shards its parameters 4 ways (mesh.fsdp=4) and
   ends where the replicated 1 x 4 run does. Process 1 sends itself SIGTERM after step 4
   (DLVHD_INJECT_FAULT); the notice reaches the other process through the coordination
   service some steps later, so the run leaves room for it."""
-  kw = {'train.num_steps': 60, 'train.steps_per_dispatch': 2, 'train.log_every_steps': 2,
-        'train.checkpoint_every_steps': 1000}
-  ref = run_launch(_args(root, tmp_path / 'ref', **kw), devices=4)
-  assert ref.returncode == 0, ref.stderr[-3000:]
+  kw = {**KW, 'train.checkpoint_every_steps': 1000, 'mesh.fsdp': 4}
   wd = tmp_path / 'term'
-  kw['mesh.fsdp'] = 4
   procs = start_processes(_args(root, wd, **kw), 2, 2,
                           env_of={1: {'DLVHD_INJECT_FAULT': 'SIGTERM@4'}})
   runs = finish(procs, 120)
@@ -141,10 +153,10 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_p
   assert not (wd / 'results.json').exists()
   for code, _, err in launch_processes(_args(root, wd, **kw), 2, 2):
     assert code == 0, err[-3000:]
-  a, b = (json.loads((d / 'results.json').read_text()) for d in (tmp_path / 'ref', wd))
+  a, b = (json.loads((d / 'results.json').read_text()) for d in (reference, wd))
   assert b['steps'] == 60
   np.testing.assert_allclose(b['map'], a['map'], rtol=1e-4)
-  sa, sb = np.load(tmp_path / 'ref' / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
+  sa, sb = np.load(reference / 'test_scores.npz'), np.load(wd / 'test_scores.npz')
   for vid in sa.files:
     np.testing.assert_allclose(sb[vid], sa[vid], rtol=1e-4, atol=1e-5)
 
