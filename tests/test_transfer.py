@@ -138,7 +138,8 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
                '--config.num_seeds=2', *tiny_overrides()) == 0
   (row,) = gap_closure.rows(work, [str(run)])
   matrix = json.load(open(os.path.join(work, 'matrix.json')))
-  assert (row['source'], row['target'], row['method']) == ('diving', 'climbing', 'dlvhd')
+  assert (row['source'], row['target'], row['method'], row['variant']) == (
+      'diving', 'climbing', 'dlvhd', '')
   assert row['source_only'] == pytest.approx(matrix['map']['diving']['climbing'])
   assert row['oracle'] == pytest.approx(matrix['map']['climbing']['climbing'])
   res = json.load(open(run / 'results.json'))
@@ -154,9 +155,23 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   assert probe['map_both']['mean'] == pytest.approx(res['map'], abs=1e-9)
   for key in ('map_coarse', 'map_fine', 'domain_auc', 'highlight_auc_coarse'):
     assert 0.0 <= probe[key]['mean'] <= 1.0
-  assert 'diving → climbing' in head_probe.to_markdown([probe])
+  assert '| diving → climbing | DL-VHD | 2 |' in head_probe.to_markdown([probe])
   with pytest.raises(SystemExit, match='no coarse and fine heads'):
     head_probe.probe(os.path.join(work, transfer.cell_name('diving')))
+
+
+def test_gap_tools_label_a_sweep_cells_overrides():
+  """Two DL-VHD variants of one pair must not print as the same row."""
+  from app import sweep  # pylint: disable=import-outside-toplevel
+  from tools import gap_closure  # pylint: disable=import-outside-toplevel
+  spec = 'dlvhd:sampling.source_label_in_mixed=-1.0'
+  cell = os.path.join('runs', 'gap', f'{sweep.slug(spec)}__PK')
+  got = gap_closure.variant(cell + os.sep, 'PK')
+  assert got == 'sampling.source_label_in_mixed=-1.0'
+  assert gap_closure.label('dlvhd', got) == 'DL-VHD (sampling.source_label_in_mixed=-1.0)'
+  assert gap_closure.variant(os.path.join('runs', 'gap', f'{sweep.slug("dlvhd")}__PK'), 'PK') == ''
+  assert gap_closure.variant(os.path.join('runs', 'dlvhd+x=1'), 'PK') == ''  # not a sweep cell
+  assert gap_closure.label('coral', '') == 'DeepCORAL'
 
 
 def test_head_probe_auc_is_mann_whitney():

@@ -51,6 +51,20 @@ def matrix_pair(matrix_dir: str, source: str, target: str) -> tuple[dict, dict]:
   return transfer[target], _read(orc)
 
 
+def variant(run_dir: str, target: str) -> str:
+  """The overrides a sweep cell ran its method with, from its folder name (app/sweep.py names
+  a cell '<method>+<key>=<value>,...__<target>'): 'dlvhd+sampling.x=-1.0__PK' ->
+  'sampling.x=-1.0'; '' for a plain method or a run outside a sweep."""
+  name = os.path.basename(os.path.normpath(run_dir))
+  suffix = f'__{target}'
+  return name[:-len(suffix)].partition('+')[2] if name.endswith(suffix) else ''
+
+
+def label(method: str, overrides: str) -> str:
+  name = LABELS.get(method, method)
+  return f'{name} ({overrides})' if overrides else name
+
+
 def find_runs(paths) -> list[str]:
   out = []
   for p in paths:
@@ -76,7 +90,8 @@ def rows(matrix_dir: str, run_dirs) -> list[dict]:
         raise SystemExit(f'error: {run} and the matrix\'s {name} of {src} -> {tgt} differ in '
                          'test videos or seeds')
     s, o = per_video(so, vids)[1], per_video(orc, vids)[1]
-    out.append({'run': run, 'method': res['method'], 'source': src, 'target': tgt,
+    out.append({'run': run, 'method': res['method'], 'variant': variant(run, tgt),
+                'source': src, 'target': tgt,
                 'source_only': float(np.nanmean(s.mean(0))), 'oracle': float(np.nanmean(o.mean(0))),
                 'map': res['map'], 'map_ci95': res.get('map_ci95'),
                 'gap': stats.paired_bootstrap([(o, s)]), 'gain': stats.paired_bootstrap([(m, s)]),
@@ -88,12 +103,12 @@ def to_markdown(table: list[dict]) -> str:
   f = lambda d: f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"  # noqa: E731
   lines = ['| pair | oracle − source-only | method | mAP | method − source-only | share of the gap closed |',
            '|---|---:|---|---:|---:|---:|']
-  for r in sorted(table, key=lambda r: (-r['gap']['diff'], r['method'])):
+  for r in sorted(table, key=lambda r: (-r['gap']['diff'], r['method'], r['variant'])):
     c = r['closure']
     share = f"{c['share']:+.0%} [{c['lo']:+.0%}, {c['hi']:+.0%}]".replace('inf%', 'inf')
     ci = f" ± {r['map_ci95']:.3f}" if r['map_ci95'] is not None else ''
     lines.append(f"| {r['source']} → {r['target']} | {f(r['gap'])} | "
-                 f"{LABELS.get(r['method'], r['method'])} | {r['map']:.3f}{ci} | {f(r['gain'])} | {share} |")
+                 f"{label(r['method'], r['variant'])} | {r['map']:.3f}{ci} | {f(r['gain'])} | {share} |")
   return '\n'.join(lines)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from app import experiment, transfer
 from app.detector import recorded_config
 from dlvhd_jax import evaluation, hparams, stats
-from tools.gap_closure import find_runs
+from tools.gap_closure import find_runs, label, variant
 
 HEADS = ('coarse', 'fine')
 
@@ -86,7 +86,8 @@ def probe(run_dir: str) -> dict:
   target = run.data.target_test
   source = experiment.load_data(cfg, run_dir, False, target_category=src).target_test
   vids, labels = [v.vid for v in target], experiment.eval_labels(target, metric)
-  out = {'run': run_dir, 'method': cfg.method, 'source': src, 'target': tgt}
+  out = {'run': run_dir, 'method': cfg.method, 'variant': variant(run_dir, tgt),
+         'source': src, 'target': tgt}
   per_head = {}
   for name, heads in (('coarse', ('coarse',)), ('fine', ('fine',)), ('both', HEADS)):
     per_head[name] = _per_seed(cfg, run, target, heads)
@@ -126,7 +127,8 @@ def to_markdown(rows: list[dict]) -> str:
     cs = r['coarse_score']
     scores = ' / '.join(f"{cs[k]['mean']:+.2f}" for k in (
         'target_highlight', 'target_other', 'source_highlight', 'source_other'))
-    lines.append(f"| {r['source']} → {r['target']} | {r['method']} | {r['num_seeds']} | "
+    lines.append(f"| {r['source']} → {r['target']} | {label(r['method'], r['variant'])} | "
+                 f"{r['num_seeds']} | "
                  f"{f(r['map_coarse'])} | {f(r['map_fine'])} | {f(r['map_both'])} | "
                  f"{f(r['domain_auc'])} | {f(r['highlight_auc_coarse'])} | "
                  f"{f(r['highlight_auc_fine'])} | {r['spread_coarse']['mean']:.3f} / "
