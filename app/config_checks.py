@@ -111,6 +111,7 @@ RULES: dict[str, Rule] = {
                                    'disallow_explicit'),
     'mesh.fsdp': int_at_least(1),
     'eval.edge_rule': one_of('duplicate', 'shrink'),
+    'eval.head_fusion': one_of('score', 'logit'),
     'eval.batch_size': int_at_least(1),
     'eval.every_steps': int_at_least(0),
     'train.select': one_of('last', 'best_source_val'),

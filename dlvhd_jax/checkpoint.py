@@ -28,7 +28,8 @@ from dlvhd_jax.errors import UserInputError
 # run logs, saves, dispatches or evaluates, not what the state means or how training goes on.
 RESUME_SAFE = ('name', 'compare_methods', 'compile_cache_dir', 'data.root', 'data.source', 'data.tfds_data_dir', 'train.log_every_steps',
                'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.transfer_guard',
-               'train.steps_per_dispatch', 'model.remat', 'eval.edge_rule', 'eval.batch_size',
+               'train.steps_per_dispatch', 'model.remat', 'eval.edge_rule', 'eval.head_fusion',
+               'eval.batch_size',
                'benchmark', 'sweep', 'uda', 'mesh', 'predict')
 
 

@@ -91,7 +91,8 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
     args = [jax.device_put(a[i:i + chunk], shard) for a in (index, mask, own)]
     outs.append(logit_fn(params, features, *args))
   logits = np.concatenate(distributed.fetch(outs), axis=-2)[..., :total, :]
-  scores = scores_from_logits(logits)  # [(R,) E]
+  # .get: configs recorded before eval.head_fusion existed score as the paper does.
+  scores = scores_from_logits(logits, cfg.eval.get('head_fusion', 'score'))  # [(R,) E]
   return [scores[..., s0:s0 + L] for s0, L in zip(starts, lengths)]
 
 
@@ -151,11 +152,17 @@ def average_precision_umt(labels: np.ndarray, scores: np.ndarray) -> float:
   return float(np.sum(pos[g] / size[g] * ((hits_before + 1) / j + prec_before)) / (2 * num_pos))
 
 
-def scores_from_logits(logits: np.ndarray) -> np.ndarray:
-  """[..., H] heads' logits (float32) -> [...] test scores: the heads' mean of 2*sigmoid - 1,
-  computed in float64 so that large logits keep their order (in float32 2*sigmoid(x) - 1
-  rounds to exactly 1 for x > 17 and whole videos would tie)."""
-  return np.mean(np.tanh(0.5 * np.asarray(logits, np.float64)), axis=-1)
+def scores_from_logits(logits: np.ndarray, fusion: str = 'score') -> np.ndarray:
+  """[..., H] heads' logits (float32) -> [...] test scores in (-1, 1): `score` the heads' mean
+  of 2*sigmoid - 1, `logit` 2*sigmoid(mean logit) - 1 (config eval.head_fusion). Computed in
+  float64 so that large logits keep their order (in float32 2*sigmoid(x) - 1 rounds to exactly
+  1 for x > 17 and whole videos would tie)."""
+  x = np.asarray(logits, np.float64)
+  if fusion == 'logit':
+    return np.tanh(0.5 * np.mean(x, axis=-1))
+  if fusion != 'score':
+    raise ValueError(f"fusion={fusion!r}: use 'score' or 'logit'")
+  return np.mean(np.tanh(0.5 * x), axis=-1)
 
 
 def count_ties(scores: list[np.ndarray]) -> int:

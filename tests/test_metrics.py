@@ -123,3 +123,23 @@ def test_scores_keep_their_order_where_float32_saturates():
   s = evaluation.scores_from_logits(logits)
   assert len(np.unique(s)) == 5 and (np.argsort(s) == np.argsort(logits[:, 0])).all()
   assert evaluation.count_ties([np.array([0.1, 0.1, 0.3]), np.array([1.0, 2.0])]) == 2
+
+
+def test_head_fusion_reference():
+  """eval.head_fusion against the equations: score = mean_h (2 sigmoid(x_h) - 1), logit =
+  2 sigmoid(mean_h x_h) - 1; one head is the same under both."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(0, 3, (4, 7, 2)).astype(np.float32)
+  sig = lambda v: 1.0 / (1.0 + np.exp(-v.astype(np.float64)))  # noqa: E731
+  np.testing.assert_allclose(evaluation.scores_from_logits(x), (2 * sig(x) - 1).mean(-1), atol=1e-12)
+  np.testing.assert_allclose(evaluation.scores_from_logits(x, 'logit'), 2 * sig(x.mean(-1)) - 1,
+                             atol=1e-12)
+  np.testing.assert_allclose(evaluation.scores_from_logits(x[..., :1], 'logit'),
+                             evaluation.scores_from_logits(x[..., :1]), atol=1e-12)
+  # A saturated head (coarse: 20 vs 25) and an unsaturated one (fine: 1 vs 0): the mean of the
+  # scores follows the fine head, the mean of the logits the coarse head's larger margin.
+  two = np.array([[20.0, 1.0], [25.0, 0.0]], np.float32)
+  assert np.argmax(evaluation.scores_from_logits(two)) == 0
+  assert np.argmax(evaluation.scores_from_logits(two, 'logit')) == 1
+  with pytest.raises(ValueError, match='fusion'):
+    evaluation.scores_from_logits(x, 'max')

@@ -174,10 +174,11 @@ def test_resume_with_another_config_is_refused_and_safe_keys_may_change(tmp_path
   assert len(history()) == 1, 'a refused run must not touch config.json'
   # Logging, checkpointing and evaluation settings may change on resume.
   code, err = _main(_args(root, wd, **{'train.log_every_steps': 1, 'eval.edge_rule': 'shrink',
-                                       'eval.batch_size': 64}), capfd)
+                                       'eval.head_fusion': 'logit', 'eval.batch_size': 64}), capfd)
   assert code == 0, err[-2000:]
   assert [h['start_step'] for h in history()] == [0, 4]
   assert history()[1]['config']['eval']['edge_rule'] == 'shrink'
+  assert history()[1]['config']['eval']['head_fusion'] == 'logit'
 
 
 def test_checkpoint_state_is_saved_by_name(tmp_path, root, capfd):

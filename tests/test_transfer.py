@@ -153,9 +153,22 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   probe = head_probe.probe(str(run))
   assert probe['num_seeds'] == 2 and (probe['source'], probe['target']) == ('diving', 'climbing')
   assert probe['map_both']['mean'] == pytest.approx(res['map'], abs=1e-9)
-  for key in ('map_coarse', 'map_fine', 'domain_auc', 'highlight_auc_coarse'):
+  for key in ('map_coarse', 'map_fine', 'map_logit', 'domain_auc', 'highlight_auc_coarse',
+              'coarse_above_0.9', 'top_spread_fine'):
     assert 0.0 <= probe[key]['mean'] <= 1.0
   assert '| diving → climbing | DL-VHD | 2 |' in head_probe.to_markdown([probe])
+  # Its logit-fusion column is what --mode=eval scores the run's checkpoints with under
+  # eval.head_fusion=logit.
+  before = dict(np.load(run / 'test_scores.npz'))
+  assert _main('--config=configs/demo.py', f'--workdir={run}', '--config.method=dlvhd',
+               '--config.compare_methods=()', '--config.data.source_category=diving',
+               '--config.data.target_category=climbing', f'--config.data.root={work}/data',
+               '--config.num_seeds=2', *tiny_overrides(), '--mode=eval',
+               '--config.eval.head_fusion=logit') == 0
+  relogit = json.load(open(run / 'results.json'))
+  assert relogit['map'] == pytest.approx(probe['map_logit']['mean'], abs=1e-9)
+  after = dict(np.load(run / 'test_scores.npz'))
+  assert not any(np.allclose(before[v], after[v]) for v in before)  # the fusion was applied
   with pytest.raises(SystemExit, match='no coarse and fine heads'):
     head_probe.probe(os.path.join(work, transfer.cell_name('diving')))
 

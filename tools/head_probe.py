@@ -20,8 +20,15 @@ for the domain question, the source category's test videos, mean ± 95% t interv
   spread                     each head's score standard deviation within a target test video
                              (mean over videos): the run's score averages the two heads, so
                              the head with the wider spread sets most of the order
+  top spread (--json)         each head's spread among the 20% of a video's segments the coarse
+                             head ranks highest, and coarse_above_0.9 the share of target
+                             segments the coarse head scores above 0.9: where the coarse head
+                             saturates, the top of the heads' mean is the fine head's order
   mAP z-mean                 the heads averaged after standardizing each within its video
                              (a scale-free combination; an analysis, not the method's score)
+  mAP logit fusion           both heads under eval.head_fusion=logit, 2·sigmoid(mean logit) − 1:
+                             a head saturated near ±1 keeps its order (a named change; the
+                             same checkpoints, scored as `--config.eval.head_fusion=logit`)
 
 Prints a markdown table; --json writes the numbers.
 """
@@ -93,12 +100,21 @@ def probe(run_dir: str) -> dict:
     per_head[name] = _per_seed(cfg, run, target, heads)
     out[f'map_{name}'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
                              for sc in per_head[name])
+  logit_cfg = cfg.copy_and_resolve_references()
+  with logit_cfg.unlocked():
+    logit_cfg.eval.head_fusion = 'logit'
+  out['map_logit'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
+                         for sc in _per_seed(logit_cfg, run, target, HEADS))
   z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-12)  # noqa: E731
   zmean = [[0.5 * (z(c) + z(f)) for c, f in zip(cs, fs)]
            for cs, fs in zip(per_head['coarse'], per_head['fine'])]
   out['map_zmean'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map'] for sc in zmean)
+  top = lambda c: c >= np.quantile(c, 0.8)  # noqa: E731  the coarse head's top 20% of a video
   for name in HEADS:
     out[f'spread_{name}'] = _ci(np.mean([np.std(s) for s in sc]) for sc in per_head[name])
+    out[f'top_spread_{name}'] = _ci(np.mean([np.std(s[top(c)]) for s, c in zip(sc, cs)])
+                                    for sc, cs in zip(per_head[name], per_head['coarse']))
+  out['coarse_above_0.9'] = _ci(np.mean(np.concatenate(sc) > 0.9) for sc in per_head['coarse'])
   coarse_src = _per_seed(cfg, run, source, ('coarse',))
   hl_t = [highlights(v, metric) for v in target]
   hl_s = [highlights(v, metric) for v in source]
@@ -122,7 +138,8 @@ def to_markdown(rows: list[dict]) -> str:
   f = lambda d: f"{d['mean']:.3f}" + (f" ± {d['ci95']:.3f}" if d['ci95'] is not None else '')  # noqa: E731
   lines = ['| pair | method | seeds | mAP coarse | mAP fine | mAP both | domain AUC (coarse) | '
            'highlight AUC coarse | highlight AUC fine | spread coarse / fine | mAP z-mean | '
-           'coarse score: target hl / other, source hl / other |', '|---|---|---:|' + '---:|' * 9]
+           'mAP logit fusion | coarse score: target hl / other, source hl / other |',
+           '|---|---|---:|' + '---:|' * 10]
   for r in rows:
     cs = r['coarse_score']
     scores = ' / '.join(f"{cs[k]['mean']:+.2f}" for k in (
@@ -132,7 +149,8 @@ def to_markdown(rows: list[dict]) -> str:
                  f"{f(r['map_coarse'])} | {f(r['map_fine'])} | {f(r['map_both'])} | "
                  f"{f(r['domain_auc'])} | {f(r['highlight_auc_coarse'])} | "
                  f"{f(r['highlight_auc_fine'])} | {r['spread_coarse']['mean']:.3f} / "
-                 f"{r['spread_fine']['mean']:.3f} | {f(r['map_zmean'])} | {scores} |")
+                 f"{r['spread_fine']['mean']:.3f} | {f(r['map_zmean'])} | {f(r['map_logit'])} | "
+                 f"{scores} |")
   return '\n'.join(lines)
 
 
