@@ -20,7 +20,7 @@ for the domain question, the source category's test videos, mean ± 95% t interv
   spread                     each head's score standard deviation within a target test video
                              (mean over videos): the run's score averages the two heads, so
                              the head with the wider spread sets most of the order
-  top spread (--json)         each head's spread among the 20% of a video's segments the coarse
+  top spread (--json)        each head's spread among the 20% of a video's segments the coarse
                              head ranks highest, and coarse_above_0.9 the share of target
                              segments the coarse head scores above 0.9: where the coarse head
                              saturates, the top of the heads' mean is the fine head's order
