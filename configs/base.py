@@ -69,6 +69,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
   # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
   c.data.borderline_label = -1.0
+  # TVSum's training label from its annotators' 1-5 scores (data_pipelines/tvsum.py
+  # training_label): mean (paper) | above_median (share of annotators scoring the segment above
+  # their median: what the top-5 protocol reads) | zscore (mean of standardized scores).
+  c.data.graded_label = 'mean'
   # Share of the source category's training videos held out as source validation for
   # label-free model selection (eval.every_steps, train.select); 0 = the paper (none).
   c.data.val_fraction = 0.0

@@ -236,7 +236,7 @@ def split_ids(root, anno: dict, category: str, split: str, fold: int = 0,
 
 
 def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: float,
-               stream_dims: dict) -> datasets.Video | None:
+               stream_dims: dict, graded_label: str = 'mean') -> datasets.Video | None:
   if not all(store.has_features(vid, s) for s in streams):
     return None
   feats = datasets.load_timed_streams(store, {s: vid for s in streams}, vid, entry['duration'],
@@ -246,9 +246,31 @@ def load_video(store, vid: str, entry: dict, streams: list[str], clip_seconds: f
   except ValueError as e:
     raise UserInputError(f'{vid}: {e} in {store.where("video_features")}; the annotation '
                          'and the features disagree') from None
-  v = datasets.Video(vid, entry['category'], feats, per_annotator.mean(axis=0).astype(np.float32))
+  v = datasets.Video(vid, entry['category'], feats, training_label(per_annotator, graded_label))
   v.annotator_scores = per_annotator
   return v
+
+
+def training_label(per_annotator: np.ndarray, rule: str = 'mean') -> np.ndarray:
+  """[A, T] annotator scores (1-5) -> the [T] training label y of softmax(y / tau).
+
+  mean: the annotators' mean score (the paper, UMT). above_median: the share of annotators who
+  score the segment above their own median in the video, which is the label the top-5 protocol
+  binarizes each annotator to (evaluation.top5_average_precision), so training sees what the
+  metric reads. zscore: the mean of each annotator's standardized scores, which removes
+  annotators' offsets and spreads (an annotator who scores everything 3 contributes 0).
+  """
+  a = np.asarray(per_annotator, np.float64)
+  if rule == 'mean':
+    y = a.mean(axis=0)
+  elif rule == 'above_median':
+    y = (a > np.median(a, axis=1, keepdims=True)).mean(axis=0)
+  elif rule == 'zscore':
+    sd = a.std(axis=1, keepdims=True)
+    y = ((a - a.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)).mean(axis=0)
+  else:
+    raise UserInputError(f"data.graded_label={rule!r}: use 'mean', 'above_median' or 'zscore'")
+  return y.astype(np.float32)
 
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:
@@ -264,6 +286,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets
   clip = float(data_cfg.get('clip_seconds', -1))
   clip = DEFAULT_CLIP_SECONDS if clip <= 0 else clip
   split = data_cfg.split
+  graded = data_cfg.get('graded_label', 'mean')
   folds = (int(data_cfg.get('fold', 0)), int(data_cfg.get('num_folds', 5)))
   src_train, _ = split_ids(root, anno, data_cfg.source_category, split, *folds)
   tgt_train, tgt_test = split_ids(root, anno, data_cfg.target_category, split, *folds)
@@ -272,7 +295,7 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets
   def load(ids):
     out = []
     for vid in ids:
-      v = load_video(root, vid, anno[vid], streams, clip, dims)
+      v = load_video(root, vid, anno[vid], streams, clip, dims, graded)
       (missing.append(vid) if v is None else out.append(v))
     return out
   source = load(src_train)

@@ -263,7 +263,7 @@ CONFIG_CASES = [
     ('method', 'bogus'), ('data.name', 'tvsum2'), ('data.split', 'tvsum'),
     ('data.bank_dtype', 'int8'), ('model.dtype', 'float8'), ('sampling.mode', 'everything'),
     ('sampling.mixed_share', 'most'), ('eval.edge_rule', 'wrap'), ('eval.head_fusion', 'max'),
-    ('train.transfer_guard', 'maybe'),
+    ('data.graded_label', 'max'), ('train.transfer_guard', 'maybe'),
     ('train.optimizer', 'adam'), ('train.lr_schedule', 'linear'), ('data.normalize', 'zscore'),
     ('loss.temperature', '0.0'), ('train.warmup_steps', '-5'),
     # Negative or zero sizes, out-of-range values.

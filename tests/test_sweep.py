@@ -193,6 +193,10 @@ def test_specs_and_shipped_configs():
   cfg = recipe_study.get_config()
   kind, targets, cells = sweep._cells(cfg)
   assert len(cells) == len(recipe_study.ROUND1) * 6 and cfg.train.select == 'best_source_val'
+  cfg = recipe_study.get_config('tvsum')
+  kind, targets, cells = sweep._cells(cfg)
+  assert cfg.data.name == 'tvsum' and len(targets) == 10
+  assert len(cells) == len(recipe_study.TVSUM_ROUND) * 10 and cfg.data.val_fraction > 0
   with pytest.raises(ValueError):
     table4.get_config('gpu')
   # A sweep override may only set a key the config has.

@@ -150,6 +150,34 @@ def test_layouts_load_the_same_videos(tmp_path):
     datasets.get('tvsum').load(_cfg(str(tmp_path / 'o'), source_category='surfing'))
 
 
+def test_graded_label_rules(tmp_path):
+  # Three annotators, four segments. Medians 2.5, 3, 3: above them are segments {0, 3}, {3}
+  # and {2, 3}, so the above-median shares are [1/3, 0, 1/3, 1].
+  ann = np.array([[3, 1, 2, 4], [3, 3, 3, 5], [2, 1, 4, 5]], float)
+  ref = {'mean': [8 / 3, 5 / 3, 3, 14 / 3], 'above_median': [1 / 3, 0, 1 / 3, 1]}
+  z = []
+  for row in ann:  # each annotator standardized by its own mean and (population) std
+    m = sum(row) / 4
+    sd = (sum((x - m) ** 2 for x in row) / 4) ** 0.5
+    z.append([(x - m) / sd for x in row])
+  ref['zscore'] = [sum(col) / 3 for col in zip(*z)]
+  for rule, want in ref.items():
+    np.testing.assert_allclose(tvsum.training_label(ann, rule), want, rtol=1e-6, err_msg=rule)
+  # An annotator who gives every segment the same score adds 0 to zscore (no division by 0).
+  flat = np.vstack([ann[:1], np.full((1, 4), 3.0)])
+  np.testing.assert_allclose(tvsum.training_label(flat, 'zscore'), np.array(z[0]) / 2, rtol=1e-6)
+  # Through the loader: the training labels change, the annotator scores the metric reads do not.
+  root = write_tvsum(str(tmp_path / 'd'), 'official')
+  a = datasets.get('tvsum').load(_cfg(root))
+  b = datasets.get('tvsum').load(_cfg(root, graded_label='above_median'))
+  for x, y in zip(a.source_train + a.target_test, b.source_train + b.target_test):
+    np.testing.assert_array_equal(x.annotator_scores, y.annotator_scores)
+    np.testing.assert_allclose(y.labels, tvsum.training_label(x.annotator_scores, 'above_median'))
+    assert not np.allclose(x.labels, y.labels)
+  with pytest.raises(UserInputError, match='data.graded_label'):
+    datasets.get('tvsum').load(_cfg(root, graded_label='max'))
+
+
 def test_tvsum_run_reports_top5_map(tmp_path):
   import launch  # pylint: disable=import-outside-toplevel
   root = write_tvsum(str(tmp_path / 'd'), 'official')
