@@ -55,13 +55,13 @@ ROUND2 = (
 # TVSum (issue 23): its training labels are 20 annotators' 1-5 scores, which the top-5 protocol
 # binarizes per annotator at the median; how they enter softmax(y / tau) (the label rule and
 # tau) and the learning rate (the `best` recipe's seeds select steps 50-200 of 500 there).
-TVSUM_ROUND = (
+TVSUM_ROUND = (  # in the order they run: the likeliest first
     BASE,
-    f'{BASE}:data.graded_label=above_median',
     f'{BASE}:data.graded_label=above_median,loss.temperature=0.25',
-    f'{BASE}:data.graded_label=zscore',
     f'{BASE}:loss.temperature=0.5',
     f'{BASE}:train.learning_rate=0.1',
+    f'{BASE}:data.graded_label=zscore',
+    f'{BASE}:data.graded_label=above_median',
 )
 
 
