@@ -260,10 +260,10 @@ def training_label(per_annotator: np.ndarray, rule: str = 'mean') -> np.ndarray:
   metric reads. zscore: the mean of each annotator's standardized scores, which removes
   annotators' offsets and spreads (an annotator who scores everything 3 contributes 0).
   """
+  if rule == 'mean':  # in the scores' own dtype: bit for bit the labels the tables trained on
+    return np.asarray(per_annotator).mean(axis=0).astype(np.float32)
   a = np.asarray(per_annotator, np.float64)
-  if rule == 'mean':
-    y = a.mean(axis=0)
-  elif rule == 'above_median':
+  if rule == 'above_median':
     y = (a > np.median(a, axis=1, keepdims=True)).mean(axis=0)
   elif rule == 'zscore':
     sd = a.std(axis=1, keepdims=True)

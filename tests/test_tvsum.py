@@ -163,6 +163,9 @@ def test_graded_label_rules(tmp_path):
   ref['zscore'] = [sum(col) / 3 for col in zip(*z)]
   for rule, want in ref.items():
     np.testing.assert_allclose(tvsum.training_label(ann, rule), want, rtol=1e-6, err_msg=rule)
+  # float32 scores: the mean is the one every measured TVSum table trained on, bit for bit.
+  a32 = np.random.RandomState(0).randint(1, 6, size=(20, 50)).astype(np.float32) / 3
+  np.testing.assert_array_equal(tvsum.training_label(a32, 'mean'), a32.mean(axis=0))
   # An annotator who gives every segment the same score adds 0 to zscore (no division by 0).
   flat = np.vstack([ann[:1], np.full((1, 4), 3.0)])
   np.testing.assert_allclose(tvsum.training_label(flat, 'zscore'), np.array(z[0]) / 2, rtol=1e-6)
