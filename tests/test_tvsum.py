@@ -243,3 +243,26 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
       assert matrix['map'][src][tgt] == pytest.approx(np.mean(per_seed), abs=1e-9)
   gap = matrix['map_gap']['VT']['BK']
   assert gap['diff'] == pytest.approx(matrix['map']['BK']['BK'] - matrix['map']['VT']['BK'])
+  # DL-VHD on VT -> BK, one run per fold: tools/gap_closure pairs them with the matrix fold by
+  # fold into one row over all five BK videos.
+  from tools import gap_closure  # pylint: disable=import-outside-toplevel
+  runs = tmp_path / 'dlvhd'
+  for fold in range(2):
+    assert launch.main(['launch.py', '--noprogress', '--config=configs/youtube_surfing.py',
+                        f'--workdir={runs}/fold{fold}', '--config.method=dlvhd',
+                        '--config.data.name=tvsum', f'--config.data.root={root}',
+                        '--config.data.source_category=VT', '--config.data.target_category=BK',
+                        '--config.data.split=kfold', '--config.data.num_folds=2',
+                        f'--config.data.fold={fold}', '--config.num_seeds=2',
+                        *tiny_overrides(**{'train.num_steps': 10})]) == 0
+  (row,) = gap_closure.rows(str(wd), [str(runs / 'fold0'), str(runs / 'fold1')])
+  assert (row['method'], row['source'], row['target']) == ('dlvhd', 'VT', 'BK')
+  assert row['source_only'] == pytest.approx(matrix['map']['VT']['BK'], abs=1e-9)
+  assert row['oracle'] == pytest.approx(matrix['map']['BK']['BK'], abs=1e-9)
+  per_seed = [np.mean([a for f in range(2) for a in json.loads(
+      (runs / f'fold{f}' / 'results.json').read_text())['per_seed'][seed]['per_video_ap'].values()])
+      for seed in range(2)]
+  assert row['map'] == pytest.approx(np.mean(per_seed), abs=1e-9)
+  assert row['gap']['diff'] == pytest.approx(gap['diff'], abs=1e-9)
+  with pytest.raises(SystemExit, match=r'folds \[1\]'):
+    gap_closure.rows(str(wd), [str(runs / 'fold1')])

@@ -6,7 +6,9 @@
 model trained on the source tested on the target, and the target's own model). Positional:
 folders of finished runs (a table sweep's folder, or single runs) with results.json of
 another method on a (source, target) pair of the matrix; the same seeds, test videos and
-split. Prints a markdown table: the gap (oracle − source-only), the method's gain over
+split. Runs of a k-fold matrix (TVSum's data.split=kfold) pair with it fold by fold: one
+run per fold of a method on a pair (e.g. one table sweep per --config.data.fold=k) make one
+row over every target video, merged as the matrix merges its folds. Prints a markdown table: the gap (oracle − source-only), the method's gain over
 source-only (paired bootstrap over seeds × test videos) and the share of the gap it closes
 (dlvhd_jax.stats.gap_closure), each with its 95% interval.
 """
@@ -19,6 +21,7 @@ import sys
 
 import numpy as np
 
+from app import transfer
 from dlvhd_jax import stats
 
 LABELS = {'dlvhd': 'DL-VHD', 'coral': 'DeepCORAL', 'dan': 'DAN', 'revgrad': 'RevGrad',
@@ -38,17 +41,19 @@ def per_video(summary: dict, vids: list[str] | None = None) -> tuple[list[str], 
                           for v in vids] for p in seeds], np.float64)
 
 
-def matrix_pair(matrix_dir: str, source: str, target: str) -> tuple[dict, dict]:
-  """-> (source-only summary, oracle summary) of a pair from a transfer-matrix folder."""
-  src = os.path.join(matrix_dir, f'sl_specific__{source}', 'transfer.json')
-  orc = os.path.join(matrix_dir, f'sl_specific__{target}', 'results.json')
+def matrix_pair(matrix_dir: str, source: str, target: str,
+                fold: int | None = None) -> tuple[dict, dict]:
+  """-> (source-only summary, oracle summary) of a pair from a transfer-matrix folder (of
+  fold `fold`'s models in a k-fold matrix)."""
+  src = os.path.join(matrix_dir, transfer.cell_name(source, fold), 'transfer.json')
+  orc = os.path.join(matrix_dir, transfer.cell_name(target, fold), 'results.json')
   for p in (src, orc):
     if not os.path.isfile(p):
       raise SystemExit(f'error: {p} not found: run the transfer matrix over {source} and {target}')
-  transfer = _read(src)
-  if target not in transfer:
+  evaluated = _read(src)
+  if target not in evaluated:
     raise SystemExit(f'error: {src} has no evaluation on {target}')
-  return transfer[target], _read(orc)
+  return evaluated[target], _read(orc)
 
 
 def variant(run_dir: str, target: str) -> str:
@@ -78,20 +83,51 @@ def find_runs(paths) -> list[str]:
   return out
 
 
+def run_fold(run_dir: str) -> tuple[int, int] | None:
+  """-> (fold, num_folds) a run trained and tested under data.split=kfold (its config.json),
+  else None."""
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.isfile(path):
+    return None
+  data = _read(path)['history'][-1]['config']['data']
+  return (int(data['fold']), int(data['num_folds'])) if data.get('split') == 'kfold' else None
+
+
+def _merged(matrix_dir: str, key: tuple, members: list) -> tuple:
+  """The k-fold runs of one method and pair -> (label, key, method, source-only, oracle
+  summaries), each over every fold's test videos."""
+  src, tgt = key[2], key[3]
+  members = sorted(members, key=lambda m: m[0][0])
+  folds, num = [m[0][0] for m in members], members[0][0][1]
+  if folds != list(range(num)):
+    raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} ({", ".join(m[1] for m in members)}) '
+                     f'cover folds {folds}: run one per fold 0..{num - 1} (--config.data.fold=k)')
+  pairs = [matrix_pair(matrix_dir, src, tgt, f) for f in folds]
+  label = os.path.commonpath([m[1] for m in members]) + f' ({num} folds)'
+  return (label, key, transfer.merge_folds([m[2] for m in members]),
+          transfer.merge_folds([p[0] for p in pairs]), transfer.merge_folds([p[1] for p in pairs]))
+
+
 def rows(matrix_dir: str, run_dirs) -> list[dict]:
-  out = []
+  cells, kfold = [], {}
   for run in find_runs(run_dirs):
     res = _read(os.path.join(run, 'results.json'))
     src, tgt = res['source_category'], res['target_category']
-    so, orc = matrix_pair(matrix_dir, src, tgt)
+    key, fold = (res['method'], variant(run, tgt), src, tgt), run_fold(run)
+    if fold is None:
+      cells.append((run, key, res, *matrix_pair(matrix_dir, src, tgt)))
+    else:
+      kfold.setdefault(key, []).append((fold, run, res))
+  cells += [_merged(matrix_dir, key, members) for key, members in kfold.items()]
+  out = []
+  for run, (method, var, src, tgt), res, so, orc in cells:
     vids, m = per_video(res)
     for other, name in ((so, 'source-only'), (orc, 'oracle')):
       if sorted(other['per_seed'][0]['per_video_ap']) != vids or len(other['per_seed']) != len(m):
         raise SystemExit(f'error: {run} and the matrix\'s {name} of {src} -> {tgt} differ in '
                          'test videos or seeds')
     s, o = per_video(so, vids)[1], per_video(orc, vids)[1]
-    out.append({'run': run, 'method': res['method'], 'variant': variant(run, tgt),
-                'source': src, 'target': tgt,
+    out.append({'run': run, 'method': method, 'variant': var, 'source': src, 'target': tgt,
                 'source_only': float(np.nanmean(s.mean(0))), 'oracle': float(np.nanmean(o.mean(0))),
                 'map': res['map'], 'map_ci95': res.get('map_ci95'),
                 'gap': stats.paired_bootstrap([(o, s)]), 'gain': stats.paired_bootstrap([(m, s)]),
