@@ -6,10 +6,10 @@
 model trained on the source tested on the target, and the target's own model). Positional:
 folders of finished runs (a table sweep's folder, or single runs) with results.json of
 another method on a (source, target) pair of the matrix; the same seeds, test videos and
-split. Runs of a k-fold matrix (TVSum's data.split=kfold) pair with it fold by fold: one
-run per fold of a method on a pair (e.g. one table sweep per --config.data.fold=k) make one
-row over every target video, merged as the matrix merges its folds. Prints a markdown table: the gap (oracle − source-only), the method's gain over
-source-only (paired bootstrap over seeds × test videos) and the share of the gap it closes
+split. Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
+a pair (e.g. one table sweep per --config.data.fold=k) pairs with that fold's models, and the
+folds merge as the matrix merges them: one row over every target video. Prints a markdown
+table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap over seeds × test videos) and the share of the gap it closes
 (dlvhd_jax.stats.gap_closure), each with its 95% interval.
 """
 from __future__ import annotations
@@ -94,8 +94,8 @@ def run_fold(run_dir: str) -> tuple[int, int] | None:
 
 
 def _merged(matrix_dir: str, key: tuple, members: list) -> tuple:
-  """The k-fold runs of one method and pair -> (label, key, method, source-only, oracle
-  summaries), each over every fold's test videos."""
+  """[(fold, run folder, results)] of one method on one pair -> (label, key, and the method's,
+  source-only and oracle summaries, each merged over every fold's test videos)."""
   src, tgt = key[2], key[3]
   members = sorted(members, key=lambda m: m[0][0])
   folds, num = [m[0][0] for m in members], members[0][0][1]
