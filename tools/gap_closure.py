@@ -9,8 +9,9 @@ another method on a (source, target) pair of the matrix; the same seeds, test vi
 split. Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
 a pair (e.g. one table sweep per --config.data.fold=k) pairs with that fold's models, and the
 folds merge as the matrix merges them: one row over every target video. Prints a markdown
-table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap over seeds × test videos) and the share of the gap it closes
-(dlvhd_jax.stats.gap_closure), each with its 95% interval.
+table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap
+over seeds × test videos) and the share of the gap it closes (dlvhd_jax.stats.gap_closure),
+each with its 95% interval.
 """
 from __future__ import annotations
 
