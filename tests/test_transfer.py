@@ -169,6 +169,9 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   assert relogit['map'] == pytest.approx(probe['map_logit']['mean'], abs=1e-9)
   after = dict(np.load(run / 'test_scores.npz'))
   assert not any(np.allclose(before[v], after[v]) for v in before)  # the fusion was applied
+  (rescored,) = gap_closure.rows(work, [str(run)])  # a row of its own, not the paper's fusion
+  assert rescored['variant'] == 'eval.head_fusion=logit'
+  assert rescored['map'] == pytest.approx(relogit['map'], abs=1e-9)
   with pytest.raises(SystemExit, match='no coarse and fine heads'):
     head_probe.probe(os.path.join(work, transfer.cell_name('diving')))
 

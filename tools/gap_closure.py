@@ -84,14 +84,25 @@ def find_runs(paths) -> list[str]:
   return out
 
 
+def _last_config(run_dir: str) -> dict | None:
+  """The config of a run folder's last launch (its config.json), None outside a run."""
+  path = os.path.join(run_dir, 'config.json')
+  return _read(path)['history'][-1]['config'] if os.path.isfile(path) else None
+
+
 def run_fold(run_dir: str) -> tuple[int, int] | None:
   """-> (fold, num_folds) a run trained and tested under data.split=kfold (its config.json),
   else None."""
-  path = os.path.join(run_dir, 'config.json')
-  if not os.path.isfile(path):
-    return None
-  data = _read(path)['history'][-1]['config']['data']
+  data = (_last_config(run_dir) or {}).get('data', {})
   return (int(data['fold']), int(data['num_folds'])) if data.get('split') == 'kfold' else None
+
+
+def scored_variant(run_dir: str, target: str) -> str:
+  """variant() plus how the last --mode=eval fused the heads when not the paper's way: the
+  same checkpoints rescored with eval.head_fusion=logit are a row of their own."""
+  fusion = (_last_config(run_dir) or {}).get('eval', {}).get('head_fusion', 'score')
+  extra = '' if fusion == 'score' else f'eval.head_fusion={fusion}'
+  return ', '.join(filter(None, (variant(run_dir, target), extra)))
 
 
 def _merged(matrix_dir: str, key: tuple, members: list) -> tuple:
@@ -114,7 +125,7 @@ def rows(matrix_dir: str, run_dirs) -> list[dict]:
   for run in find_runs(run_dirs):
     res = _read(os.path.join(run, 'results.json'))
     src, tgt = res['source_category'], res['target_category']
-    key, fold = (res['method'], variant(run, tgt), src, tgt), run_fold(run)
+    key, fold = (res['method'], scored_variant(run, tgt), src, tgt), run_fold(run)
     if fold is None:
       cells.append((run, key, res, *matrix_pair(matrix_dir, src, tgt)))
     else:
