@@ -266,3 +266,12 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert row['gap']['diff'] == pytest.approx(gap['diff'], abs=1e-9)
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
     gap_closure.rows(str(wd), [str(runs / 'fold1')])
+  # The head probe pools the fold runs' videos the same way: one row, whose both-heads mAP is
+  # the runs' mAP over all five BK videos (not a mean of the folds' means: 3 and 2 videos).
+  from tools import head_probe  # pylint: disable=import-outside-toplevel
+  (probe,) = head_probe.probe_runs([str(runs / 'fold1'), str(runs / 'fold0')])
+  assert (probe['num_folds'], probe['num_seeds'], probe['target']) == (2, 2, 'BK')
+  assert probe['map_both']['mean'] == pytest.approx(row['map'], abs=1e-9)
+  assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
+  with pytest.raises(SystemExit, match=r'folds \[1\]'):
+    head_probe.probe_runs([str(runs / 'fold1')])

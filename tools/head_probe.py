@@ -30,12 +30,16 @@ for the domain question, the source category's test videos, mean ± 95% t interv
                              a head saturated near ±1 keeps its order (a named change; the
                              same checkpoints, scored as `--config.eval.head_fusion=logit`)
 
+A k-fold pair (TVSum's data.split=kfold: one run per --config.data.fold) is one row: its fold
+runs' test videos are pooled per seed before the statistics, as tools/gap_closure merges them.
+
 Prints a markdown table; --json writes the numbers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -43,7 +47,7 @@ import numpy as np
 from app import experiment, transfer
 from app.detector import recorded_config
 from dlvhd_jax import evaluation, hparams, stats
-from tools.gap_closure import find_runs, label, variant
+from tools.gap_closure import find_runs, label, run_fold, scored_variant
 
 HEADS = ('coarse', 'fine')
 
@@ -79,7 +83,9 @@ def _ci(values) -> dict:
   return {'mean': m['mean'], 'ci95': m['ci95']}
 
 
-def probe(run_dir: str) -> dict:
+def _scores(run_dir: str) -> dict:
+  """A run's raw material: per seed and target test video, each head's scores (and the
+  coarse head's on the source's test videos), with the videos' labels."""
   cfg = recorded_config(run_dir)
   run = transfer.restore(cfg, run_dir)
   if tuple(run.objective.heads)[:2] != HEADS:
@@ -92,19 +98,45 @@ def probe(run_dir: str) -> dict:
   metric = experiment.metric_of(cfg)
   target = run.data.target_test
   source = experiment.load_data(cfg, run_dir, False, target_category=src).target_test
-  vids, labels = [v.vid for v in target], experiment.eval_labels(target, metric)
-  out = {'run': run_dir, 'method': cfg.method, 'variant': variant(run_dir, tgt),
-         'source': src, 'target': tgt}
-  per_head = {}
-  for name, heads in (('coarse', ('coarse',)), ('fine', ('fine',)), ('both', HEADS)):
-    per_head[name] = _per_seed(cfg, run, target, heads)
-    out[f'map_{name}'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
-                             for sc in per_head[name])
+  scores = {name: _per_seed(cfg, run, target, heads)
+            for name, heads in (('coarse', ('coarse',)), ('fine', ('fine',)), ('both', HEADS))}
   logit_cfg = cfg.copy_and_resolve_references()
   with logit_cfg.unlocked():
     logit_cfg.eval.head_fusion = 'logit'
-  out['map_logit'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
-                         for sc in _per_seed(logit_cfg, run, target, HEADS))
+  scores['logit'] = _per_seed(logit_cfg, run, target, HEADS)
+  scores['coarse_source'] = _per_seed(cfg, run, source, ('coarse',))
+  return {'run': run_dir, 'method': cfg.method, 'variant': scored_variant(run_dir, tgt),
+          'source': src, 'target': tgt, 'metric': metric, 'vids': [v.vid for v in target],
+          'labels': list(experiment.eval_labels(target, metric)),
+          'hl_t': [highlights(v, metric) for v in target],
+          'hl_s': [highlights(v, metric) for v in source], 'scores': scores}
+
+
+def _concat(parts: list[dict]) -> dict:
+  """The k fold runs of one pair -> one run over all their test videos (per seed, the fold
+  runs' videos side by side, as transfer.merge_folds merges their APs)."""
+  seeds = {len(p['scores']['both']) for p in parts}
+  if len(seeds) != 1:
+    raise SystemExit(f'error: the fold runs {[p["run"] for p in parts]} differ in seeds '
+                     f'({sorted(seeds)}): probe runs of one --config.num_seeds')
+  out = {k: parts[0][k] for k in ('method', 'variant', 'source', 'target', 'metric')}
+  out['run'] = os.path.commonpath([p['run'] for p in parts]) + f' ({len(parts)} folds)'
+  for k in ('vids', 'labels', 'hl_t', 'hl_s'):
+    out[k] = [x for p in parts for x in p[k]]
+  num = seeds.pop()
+  out['scores'] = {name: [[s for p in parts for s in p['scores'][name][i]] for i in range(num)]
+                   for name in parts[0]['scores']}
+  return out
+
+
+def _statistics(c: dict) -> dict:
+  """Raw material (_scores or _concat) -> the probe's numbers, mean ± 95% t interval over
+  seeds of each seed's value over all the test videos."""
+  vids, labels, metric, per_head = c['vids'], c['labels'], c['metric'], c['scores']
+  out = {k: c[k] for k in ('run', 'method', 'variant', 'source', 'target')}
+  for name in ('coarse', 'fine', 'both', 'logit'):
+    out[f'map_{name}'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
+                             for sc in per_head[name])
   z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-12)  # noqa: E731
   zmean = [[0.5 * (z(c) + z(f)) for c, f in zip(cs, fs)]
            for cs, fs in zip(per_head['coarse'], per_head['fine'])]
@@ -115,9 +147,7 @@ def probe(run_dir: str) -> dict:
     out[f'top_spread_{name}'] = _ci(np.mean([np.std(s[top(c)]) for s, c in zip(sc, cs)])
                                     for sc, cs in zip(per_head[name], per_head['coarse']))
   out['coarse_above_0.9'] = _ci(np.mean(np.concatenate(sc) > 0.9) for sc in per_head['coarse'])
-  coarse_src = _per_seed(cfg, run, source, ('coarse',))
-  hl_t = [highlights(v, metric) for v in target]
-  hl_s = [highlights(v, metric) for v in source]
+  coarse_src, hl_t, hl_s = per_head['coarse_source'], c['hl_t'], c['hl_s']
   out['domain_auc'] = _ci(auc(np.concatenate(t), np.concatenate(s))
                           for t, s in zip(per_head['coarse'], coarse_src))
   for name in HEADS:
@@ -134,6 +164,33 @@ def probe(run_dir: str) -> dict:
   return out
 
 
+def probe(run_dir: str) -> dict:
+  return _statistics(_scores(run_dir))
+
+
+def probe_runs(run_dirs: list[str]) -> list[dict]:
+  """One row per run; the k fold runs of one method on one pair (data.split=kfold, one run
+  per --config.data.fold) merge into one row over every fold's test videos."""
+  out, kfold = [], {}
+  for run in run_dirs:
+    fold = run_fold(run)
+    if fold is None:
+      out.append(probe(run))
+      continue
+    res = json.load(open(os.path.join(run, 'results.json')))
+    key = (res['method'], scored_variant(run, res['target_category']),
+           res['source_category'], res['target_category'])
+    kfold.setdefault(key, []).append((fold, run))
+  for (_, _, src, tgt), members in kfold.items():
+    members.sort()
+    folds, num = [f for (f, _), _ in members], members[0][0][1]
+    if folds != list(range(num)):
+      raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} cover folds {folds}: probe '
+                       f'one run per fold 0..{num - 1} together')
+    out.append({**_statistics(_concat([_scores(r) for _, r in members])), 'num_folds': num})
+  return out
+
+
 def to_markdown(rows: list[dict]) -> str:
   f = lambda d: f"{d['mean']:.3f}" + (f" ± {d['ci95']:.3f}" if d['ci95'] is not None else '')  # noqa: E731
   lines = ['| pair | method | seeds | mAP coarse | mAP fine | mAP both | domain AUC (coarse) | '
@@ -144,8 +201,9 @@ def to_markdown(rows: list[dict]) -> str:
     cs = r['coarse_score']
     scores = ' / '.join(f"{cs[k]['mean']:+.2f}" for k in (
         'target_highlight', 'target_other', 'source_highlight', 'source_other'))
+    folds = f" ({r['num_folds']} folds)" if r.get('num_folds') else ''
     lines.append(f"| {r['source']} → {r['target']} | {label(r['method'], r['variant'])} | "
-                 f"{r['num_seeds']} | "
+                 f"{r['num_seeds']}{folds} | "
                  f"{f(r['map_coarse'])} | {f(r['map_fine'])} | {f(r['map_both'])} | "
                  f"{f(r['domain_auc'])} | {f(r['highlight_auc_coarse'])} | "
                  f"{f(r['highlight_auc_fine'])} | {r['spread_coarse']['mean']:.3f} / "
@@ -159,8 +217,8 @@ def main(argv=None) -> int:
   p.add_argument('--json', default='', help='also write the rows here')
   p.add_argument('runs', nargs='+', help='run folders, or sweep folders holding them')
   args = p.parse_args(argv)
-  rows = [probe(r) for r in find_runs(args.runs)
-          if recorded_config(r).method.startswith('dlvhd')]
+  rows = probe_runs([r for r in find_runs(args.runs)
+                     if recorded_config(r).method.startswith('dlvhd')])
   if not rows:
     raise SystemExit(f'error: no dlvhd run in {args.runs}')
   print(to_markdown(rows))
