@@ -148,6 +148,7 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
       row['gain']['diff'] / row['gap']['diff'] if row['gap']['diff'] > 0 else np.nan,
       nan_ok=True)
   assert 'diving → climbing' in gap_closure.to_markdown([row])
+  assert np.mean(row['per_video']['method'], axis=1).mean() == pytest.approx(res['map'], abs=1e-9)
   # The head probe on the same run: both heads together are the run's own test score.
   from tools import head_probe  # pylint: disable=import-outside-toplevel
   probe = head_probe.probe(str(run))
@@ -174,6 +175,36 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   assert rescored['map'] == pytest.approx(relogit['map'], abs=1e-9)
   with pytest.raises(SystemExit, match='no coarse and fine heads'):
     head_probe.probe(os.path.join(work, transfer.cell_name('diving')))
+
+
+def test_gap_closure_pools_pairs():
+  """--pool: a method's pairs as one target, [seeds, pairs x videos]; one-pair methods and
+  differing seed counts are not pooled."""
+  from tools import gap_closure  # pylint: disable=import-outside-toplevel
+  rng = np.random.RandomState(1)
+
+  def row(src, tgt, method, videos, gain, seeds=3):
+    s = rng.uniform(0.3, 0.6, (seeds, videos))
+    o = s + rng.uniform(0.05, 0.3, (seeds, videos))
+    m = s + gain * (o - s) + rng.normal(0, 0.01, (seeds, videos))
+    return {'method': method, 'variant': '', 'source': src, 'target': tgt,
+            'per_video': {'videos': [f'{tgt}{i}' for i in range(videos)], 'method': m.tolist(),
+                          'source_only': s.tolist(), 'oracle': o.tolist()}}
+  table = [row('A', 'B', 'dlvhd', 5, 0.2), row('C', 'B', 'dlvhd', 4, 0.8),
+           row('A', 'B', 'coral', 5, 0.1)]
+  (p,) = gap_closure.pooled(table)
+  assert (p['method'], p['pairs'], p['target']) == ('dlvhd', ['A → B', 'C → B'], '2 pairs')
+  m, s, o = (np.hstack([np.array(r['per_video'][k]) for r in table[:2]])
+             for k in ('method', 'source_only', 'oracle'))
+  assert m.shape == (3, 9)
+  assert p['gain']['diff'] == pytest.approx((m - s).mean())
+  assert p['gap']['diff'] == pytest.approx((o - s).mean())
+  assert p['closure']['share'] == pytest.approx((m - s).mean() / (o - s).mean())
+  assert 0.2 < p['closure']['share'] < 0.8 and p['closure']['lo'] < p['closure']['share'] < p['closure']['hi']
+  assert p['map'] == pytest.approx(m.mean())
+  assert '| pooled: A → B, C → B |' in gap_closure.to_markdown([p])
+  with pytest.raises(SystemExit, match='seeds'):
+    gap_closure.pooled([row('A', 'B', 'dlvhd', 5, 0.2), row('C', 'B', 'dlvhd', 5, 0.2, seeds=2)])
 
 
 def test_gap_tools_label_a_sweep_cells_overrides():

@@ -11,7 +11,9 @@ a pair (e.g. one table sweep per --config.data.fold=k) pairs with that fold's mo
 folds merge as the matrix merges them: one row over every target video. Prints a markdown
 table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap
 over seeds × test videos) and the share of the gap it closes (dlvhd_jax.stats.gap_closure),
-each with its 95% interval.
+each with its 95% interval. --pool adds one row per method (and variant) run on two or more
+pairs: every pair's test videos as columns of one target, seeds paired by index, so the
+gain and the share of the gap closed are those of the pooled gap, with one interval.
 """
 from __future__ import annotations
 
@@ -143,6 +145,37 @@ def rows(matrix_dir: str, run_dirs) -> list[dict]:
                 'source_only': float(np.nanmean(s.mean(0))), 'oracle': float(np.nanmean(o.mean(0))),
                 'map': res['map'], 'map_ci95': res.get('map_ci95'),
                 'gap': stats.paired_bootstrap([(o, s)]), 'gain': stats.paired_bootstrap([(m, s)]),
+                'closure': stats.gap_closure(m, s, o),
+                'per_video': {'videos': vids, 'method': m.tolist(), 'source_only': s.tolist(),
+                              'oracle': o.tolist()}})
+  return out
+
+
+def pooled(table: list[dict]) -> list[dict]:
+  """One row per (method, variant) over the pairs it ran on (two or more): each pair's
+  [seeds, videos] APs side by side as [seeds, pairs x videos], so a target in several pairs
+  enters once per pair, and the statistics are those of one pooled target. Seeds pair by
+  index across pairs (the same seed list per run); differing seed counts are refused."""
+  groups: dict = {}
+  for r in table:
+    groups.setdefault((r['method'], r['variant']), []).append(r)
+  out = []
+  for (method, var), members in groups.items():
+    if len(members) < 2:
+      continue
+    seeds = {len(r['per_video']['method']) for r in members}
+    if len(seeds) != 1:
+      raise SystemExit(f'error: cannot pool {label(method, var)}: its pairs ran '
+                       f'{sorted(seeds)} seeds; rerun them with one --config.num_seeds')
+    m, s, o = (np.concatenate([np.array(r['per_video'][k], np.float64) for r in members], axis=1)
+               for k in ('method', 'source_only', 'oracle'))
+    pairs = [f"{r['source']} → {r['target']}" for r in members]
+    per_seed = np.nanmean(m, axis=1)
+    out.append({'run': None, 'method': method, 'variant': var, 'source': 'pooled',
+                'target': f'{len(members)} pairs', 'pairs': pairs,
+                'source_only': float(np.nanmean(s)), 'oracle': float(np.nanmean(o)),
+                'map': float(per_seed.mean()), 'map_ci95': stats.mean_ci(per_seed)['ci95'],
+                'gap': stats.paired_bootstrap([(o, s)]), 'gain': stats.paired_bootstrap([(m, s)]),
                 'closure': stats.gap_closure(m, s, o)})
   return out
 
@@ -155,7 +188,9 @@ def to_markdown(table: list[dict]) -> str:
     c = r['closure']
     share = f"{c['share']:+.0%} [{c['lo']:+.0%}, {c['hi']:+.0%}]".replace('inf%', 'inf')
     ci = f" ± {r['map_ci95']:.3f}" if r['map_ci95'] is not None else ''
-    lines.append(f"| {r['source']} → {r['target']} | {f(r['gap'])} | "
+    pair = (f"pooled: {', '.join(r['pairs'])}" if r['source'] == 'pooled'
+            else f"{r['source']} → {r['target']}")
+    lines.append(f"| {pair} | {f(r['gap'])} | "
                  f"{label(r['method'], r['variant'])} | {r['map']:.3f}{ci} | {f(r['gain'])} | {share} |")
   return '\n'.join(lines)
 
@@ -164,9 +199,13 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--matrix', required=True, help='a transfer-matrix sweep folder')
   p.add_argument('--json', default='', help='also write the rows here')
+  p.add_argument('--pool', action='store_true',
+                 help='add a row per method pooled over every pair it ran on')
   p.add_argument('runs', nargs='+', help='run folders or sweep folders of other methods')
   args = p.parse_args(argv)
   table = rows(args.matrix, args.runs)
+  if args.pool:
+    table += pooled(table)
   print(to_markdown(table))
   if args.json:
     with open(args.json, 'w') as f:
