@@ -22,6 +22,9 @@ config.sweep:
            finished so far (the others read "–"), e.g. beside a sweep that is still running
   redo_stale     (default False) True: a finished cell measured under another config is moved
            to <cell>.stale and trained again (False: a one-line error names it)
+  all_folds      (default False) with data.split=kfold (TVSum): every cell runs once per fold,
+           in <cell>__fold<k>/, and the table's cell merges the folds' test videos (per seed),
+           so it holds every target video once, tested by a model that did not train on it
 """
 from __future__ import annotations
 
@@ -126,6 +129,12 @@ def _cells(cfg):
   else:
     raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods', 'sensitivity' "
                          "or 'matrix'")
+  if s.get('all_folds', False):
+    if cfg.data.split != 'kfold':
+      raise UserInputError(f'config.sweep.all_folds=True needs --config.data.split=kfold (now '
+                           f'{cfg.data.split!r}): set it, or drop all_folds')
+    cells = [(row, t, f'{name}__fold{f}', method, {**ov, 'data.fold': f})
+             for row, t, name, method, ov in cells for f in range(int(cfg.data.num_folds))]
   # Every cell's config is built and checked now, not hours into the sweep.
   for _, t, _, method, ov in cells:
     cell_config(cfg, t, method, ov, cfg.data.root)
@@ -236,25 +245,43 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
   _check_stale(cfg, workdir, cells, data_root)
+  all_folds, num_folds = _sweep(cfg).get('all_folds', False), int(cfg.data.num_folds)
+  # All-folds sweeps: (row, target) -> the results of its folds so far; None once a fold
+  # diverged or is missing (the merged cell then reads "diverged" or "-").
+  folds: dict = {}
   results, diverged = {}, []
   for i, (row, target, name, method, overrides) in enumerate(cells):
     res, skipped = _run_cell(cfg, os.path.join(workdir, name), data_root, target, method,
                              overrides, progress)
+    fold = f" (fold {overrides['data.fold']})" if all_folds else ''
     if res is None:
+      folds[(row, target)] = None
       if files.is_primary():
-        print(f'[{i + 1}/{len(cells)}] {row} -> {target}: not run yet (sweep.train_missing=False)',
-              file=sys.stderr)
+        print(f'[{i + 1}/{len(cells)}] {row} -> {target}{fold}: not run yet '
+              '(sweep.train_missing=False)', file=sys.stderr)
       results.setdefault(row, {})
       continue
     if 'diverged' in res:
       diverged.append(name)
-    results.setdefault(row, {})[target] = tables.cell_record(res, name)
     ci = f" ± {res['map_ci95']:.4f}" if res.get('map_ci95') is not None else ''
     outcome = ('diverged: ' + res['diverged']) if 'diverged' in res else f"mAP {res['map']:.4f}{ci}"
     source = overrides.get('data.source_category', cfg.data.source_category)
     if files.is_primary():
-      print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}: "
+      print(f"[{i + 1}/{len(cells)}] {row} {source} -> {target}{fold}: "
             f"{outcome}{' (done before, skipped)' if skipped else ''}", file=sys.stderr)
+    if all_folds:
+      done = folds.setdefault((row, target), [])
+      if done is None:
+        continue
+      if 'diverged' in res:
+        folds[(row, target)] = None
+      else:
+        done.append(res)
+        if len(done) < num_folds:
+          continue
+        from app import transfer  # pylint: disable=g-import-not-at-top
+        res, name = transfer.merge_folds(done), f"{name.rpartition('__fold')[0]}__fold{{0..{num_folds - 1}}}"
+    results.setdefault(row, {})[target] = tables.cell_record(res, name)
     tables.write_artifacts(cfg, workdir, kind, targets, results)
   tables.write_artifacts(cfg, workdir, kind, targets, results)
   if files.is_primary():

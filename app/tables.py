@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from app import experiment
 from dlvhd_jax import files, stats
 
 LABELS = {
@@ -100,6 +101,15 @@ def _average(results, row, targets, metric):
   return float(np.mean(means)), ci
 
 
+def _split(cfg) -> str:
+  if cfg.data.split != 'kfold':
+    return cfg.data.split
+  n = int(cfg.data.num_folds)
+  # As the transfer matrix names its split; one fold's table says which.
+  return (f'kfold ({n} folds)' if cfg.sweep.get('all_folds', False) else
+          f'kfold (fold {cfg.data.fold} of {n})')
+
+
 def build_table(cfg, kind, targets, results) -> dict:
   """The table as data. Per metric ('map', 'map_umt'): table[metric][row][col] = mean,
   table[metric + '_ci95'][row][col] = half-width of the 95% interval (None for one seed),
@@ -112,7 +122,8 @@ def build_table(cfg, kind, targets, results) -> dict:
   paper_cfg = s.get('paper', None) or {}
   table = {'kind': kind, 'source': cfg.data.source_category, 'targets': list(targets),
            'rows': rows, 'labels': labels, 'param': s.get('param', None) if kind != 'methods' else None,
-           'features': cfg.data.features, 'split': cfg.data.split, 'reference': None,
+           'features': cfg.data.features, 'split': _split(cfg), 'reference': None,
+           'metric': experiment.metric_of(cfg),
            'paper': {},
            'runs': {r: {t: {k: v for k, v in c.items() if not k.startswith('_')}
                         for t, c in results.get(r, {}).items()} for r in rows}}
@@ -211,8 +222,9 @@ def to_markdown(cfg, table) -> str:
                   if c.get('map') is not None})
   seed_text = (f"mean ± 95% t interval over {'/'.join(map(str, seeds))} seeds"
                if seeds and max(seeds) > 1 else 'one seed per cell, no interval')
+  metric_name = 'top-5 mAP' if table.get('metric') == 'top5_map' else 'mAP'
   out = [f'# {title}', '',
-         f"mAP on the target test videos (features {table['features']}, split {table['split']}; "
+         f"{metric_name} on the target test videos (features {table['features']}, split {table['split']}; "
          f"{seed_text}; Average = mean over the targets, its interval over the seeds' "
          'averages; bold = significantly best in its column (paired bootstrap over seeds x '
          'test videos against every other row, 95%)'

@@ -30,6 +30,7 @@ def get_config(preset: str = ''):
   c.sweep.kind = 'sensitivity'
   c.sweep.train_missing = True  # False: only tabulate the cells that finished
   c.sweep.redo_stale = False  # True: retrain (not reuse) cells measured under another config
+  c.sweep.all_folds = False  # True with data.split=kfold: each cell over every fold (app/sweep.py)
   c.sweep.targets = ('skiing', 'parkour')
   # The dotted config key swept and its values (the preset picks them); runs config.method.
   c.sweep.param, c.sweep['values'] = SWEEPS['n']

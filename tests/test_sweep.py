@@ -155,6 +155,14 @@ def test_bad_method_is_a_one_line_error(tmp_path, sweep_config):
                      '--config.sweep.methods=("sl", "dlvhd:sampling.mode=bogus")'], timeout=120)
   assert proc.returncode == 2 and 'sampling.mode' in proc.stderr, proc.stderr[-2000:]
   assert not any(p.name.startswith('sl__') for p in tmp_path.iterdir())
+  # Every fold of a split that has none.
+  from app import sweep  # pylint: disable=import-outside-toplevel
+  from configs import table4  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  c = table4.get_config()
+  c.sweep.all_folds = True
+  with pytest.raises(UserInputError, match=r"all_folds=True needs --config.data.split=kfold \(now 'umt'\)"):
+    sweep._cells(c)  # pylint: disable=protected-access
 
 
 def test_specs_and_shipped_configs():

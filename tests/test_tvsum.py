@@ -243,35 +243,40 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
       assert matrix['map'][src][tgt] == pytest.approx(np.mean(per_seed), abs=1e-9)
   gap = matrix['map_gap']['VT']['BK']
   assert gap['diff'] == pytest.approx(matrix['map']['BK']['BK'] - matrix['map']['VT']['BK'])
-  # DL-VHD on VT -> BK, one run per fold: tools/gap_closure pairs them with the matrix fold by
-  # fold into one row over all five BK videos.
+  # DL-VHD on VT -> BK in one all-folds sweep (a run per fold, the table's cell over all five
+  # BK videos): tools/gap_closure pairs its fold runs with the matrix fold by fold into one row.
   from tools import gap_closure  # pylint: disable=import-outside-toplevel
-  runs = tmp_path / 'dlvhd'
-  for fold in range(2):
-    assert launch.main(['launch.py', '--noprogress', '--config=configs/youtube_surfing.py',
-                        f'--workdir={runs}/fold{fold}', '--config.method=dlvhd',
-                        '--config.data.name=tvsum', f'--config.data.root={root}',
-                        '--config.data.source_category=VT', '--config.data.target_category=BK',
-                        '--config.data.split=kfold', '--config.data.num_folds=2',
-                        f'--config.data.fold={fold}', '--config.num_seeds=2',
-                        *tiny_overrides(**{'train.num_steps': 10})]) == 0
-  (row,) = gap_closure.rows(str(wd), [str(runs / 'fold0'), str(runs / 'fold1')])
+  sw = tmp_path / 'dlvhd'
+  assert launch.main(['launch.py', '--noprogress', '--mode=sweep', '--config=configs/table4.py',
+                      f'--workdir={sw}', '--config.data.name=tvsum', f'--config.data.root={root}',
+                      '--config.data.source_category=VT', "--config.sweep.targets=('BK',)",
+                      "--config.sweep.methods=('dlvhd',)", '--config.sweep.all_folds=True',
+                      '--config.data.split=kfold', '--config.data.num_folds=2',
+                      '--config.num_seeds=2', *tiny_overrides(**{'train.num_steps': 10})]) == 0
+  assert sorted(p.name for p in sw.iterdir() if p.is_dir()) == ['dlvhd__BK__fold0',
+                                                                'dlvhd__BK__fold1']
+  runs = {f: sw / f'dlvhd__BK__fold{f}' for f in range(2)}
+  (row,) = gap_closure.rows(str(wd), [str(sw)])
   assert (row['method'], row['source'], row['target']) == ('dlvhd', 'VT', 'BK')
   assert row['source_only'] == pytest.approx(matrix['map']['VT']['BK'], abs=1e-9)
   assert row['oracle'] == pytest.approx(matrix['map']['BK']['BK'], abs=1e-9)
   per_seed = [np.mean([a for f in range(2) for a in json.loads(
-      (runs / f'fold{f}' / 'results.json').read_text())['per_seed'][seed]['per_video_ap'].values()])
+      (runs[f] / 'results.json').read_text())['per_seed'][seed]['per_video_ap'].values()])
       for seed in range(2)]
   assert row['map'] == pytest.approx(np.mean(per_seed), abs=1e-9)
   assert row['gap']['diff'] == pytest.approx(gap['diff'], abs=1e-9)
+  table = json.loads((sw / 'table.json').read_text())
+  assert table['map']['dlvhd']['BK'] == pytest.approx(row['map'], abs=1e-9)
+  assert (table['split'], table['metric']) == ('kfold (2 folds)', 'top5_map')
+  assert (sw / 'table.md').read_text().splitlines()[2].startswith('top-5 mAP on the target')
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
-    gap_closure.rows(str(wd), [str(runs / 'fold1')])
+    gap_closure.rows(str(wd), [str(runs[1])])
   # The head probe pools the fold runs' videos the same way: one row, whose both-heads mAP is
   # the runs' mAP over all five BK videos (not a mean of the folds' means: 3 and 2 videos).
   from tools import head_probe  # pylint: disable=import-outside-toplevel
-  (probe,) = head_probe.probe_runs([str(runs / 'fold1'), str(runs / 'fold0')])
+  (probe,) = head_probe.probe_runs([str(runs[1]), str(runs[0])])
   assert (probe['num_folds'], probe['num_seeds'], probe['target']) == (2, 2, 'BK')
   assert probe['map_both']['mean'] == pytest.approx(row['map'], abs=1e-9)
   assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
-    head_probe.probe_runs([str(runs / 'fold1')])
+    head_probe.probe_runs([str(runs[1])])

@@ -7,8 +7,8 @@ model trained on the source tested on the target, and the target's own model). P
 folders of finished runs (a table sweep's folder, or single runs) with results.json of
 another method on a (source, target) pair of the matrix; the same seeds, test videos and
 split. Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
-a pair (e.g. one table sweep per --config.data.fold=k) pairs with that fold's models, and the
-folds merge as the matrix merges them: one row over every target video. Prints a markdown
+a pair (one table sweep with --config.sweep.all_folds=True, or one per --config.data.fold=k)
+pairs with that fold's models, and the folds merge as the matrix merges them: one row over every target video. Prints a markdown
 table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap
 over seeds × test videos) and the share of the gap it closes (dlvhd_jax.stats.gap_closure),
 each with its 95% interval. --pool adds one row per method (and variant) run on two or more
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -63,7 +64,8 @@ def variant(run_dir: str, target: str) -> str:
   """The overrides a sweep cell ran its method with, from its folder name (app/sweep.py names
   a cell '<method>+<key>=<value>,...__<target>'): 'dlvhd+sampling.x=-1.0__PK' ->
   'sampling.x=-1.0'; '' for a plain method or a run outside a sweep."""
-  name = os.path.basename(os.path.normpath(run_dir))
+  # An all-folds sweep's fold cell (<cell>__fold<k>) ran the overrides of <cell>.
+  name = re.sub(r'__fold\d+$', '', os.path.basename(os.path.normpath(run_dir)))
   suffix = f'__{target}'
   return name[:-len(suffix)].partition('+')[2] if name.endswith(suffix) else ''
 
