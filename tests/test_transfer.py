@@ -216,6 +216,7 @@ def test_gap_tools_label_a_sweep_cells_overrides():
   got = gap_closure.variant(cell + os.sep, 'PK')
   assert got == 'sampling.source_label_in_mixed=-1.0'
   assert gap_closure.label('dlvhd', got) == 'DL-VHD (sampling.source_label_in_mixed=-1.0)'
+  assert gap_closure.variant(cell + '__fold3', 'PK') == got  # an all-folds sweep's fold cell
   assert gap_closure.variant(os.path.join('runs', 'gap', f'{sweep.slug("dlvhd")}__PK'), 'PK') == ''
   assert gap_closure.variant(os.path.join('runs', 'dlvhd+x=1'), 'PK') == ''  # not a sweep cell
   assert gap_closure.label('coral', '') == 'DeepCORAL'
