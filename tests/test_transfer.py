@@ -220,6 +220,7 @@ def test_gap_tools_label_a_sweep_cells_overrides():
   assert gap_closure.variant(os.path.join('runs', 'gap', f'{sweep.slug("dlvhd")}__PK'), 'PK') == ''
   assert gap_closure.variant(os.path.join('runs', 'dlvhd+x=1'), 'PK') == ''  # not a sweep cell
   assert gap_closure.label('coral', '') == 'DeepCORAL'
+  assert gap_closure.label('dlvhd_no_distill', '') == 'DL-VHD (w/o L_distill)'
 
 
 def test_head_probe_auc_is_mann_whitney():

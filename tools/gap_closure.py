@@ -25,11 +25,11 @@ import sys
 
 import numpy as np
 
-from app import transfer
+from app import tables, transfer
 from dlvhd_jax import stats
 
-LABELS = {'dlvhd': 'DL-VHD', 'coral': 'DeepCORAL', 'dan': 'DAN', 'revgrad': 'RevGrad',
-          'mcd': 'MCD', 'afn': 'AFN', 'sl': 'source-only'}
+# The tables' names (the ablations' included), shorter for the full model and source-only.
+LABELS = {**tables.LABELS, 'dlvhd': 'DL-VHD', 'sl': 'source-only'}
 
 
 def _read(path: str) -> dict:
