@@ -8,10 +8,10 @@ folders of finished runs (a table sweep's folder, or single runs) with results.j
 another method on a (source, target) pair of the matrix; the same seeds, test videos and
 split. Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
 a pair (one table sweep with --config.sweep.all_folds=True, or one per --config.data.fold=k)
-pairs with that fold's models, and the folds merge as the matrix merges them: one row over every target video. Prints a markdown
-table: the gap (oracle − source-only), the method's gain over source-only (paired bootstrap
-over seeds × test videos) and the share of the gap it closes (dlvhd_jax.stats.gap_closure),
-each with its 95% interval. --pool adds one row per method (and variant) run on two or more
+pairs with that fold's models, and the folds merge as the matrix merges them: one row over
+every target video. Prints a markdown table: the gap (oracle − source-only), the method's
+gain over source-only (paired bootstrap over seeds × test videos) and the share of the gap
+it closes (dlvhd_jax.stats.gap_closure), each with its 95% interval. --pool adds one row per method (and variant) run on two or more
 pairs: every pair's test videos as columns of one target, seeds paired by index, so the
 gain and the share of the gap closed are those of the pooled gap, with one interval.
 """
