@@ -21,6 +21,7 @@ LABELS = {
     'sl': 'Source-only', 'dan': 'DAN', 'coral': 'DeepCORAL', 'revgrad': 'RevGrad',
     'mcd': 'MCD', 'afn': 'AFN', 'dlvhd_coarse_only': 'DL-VHD (L_coarse only)',
     'dlvhd_fine_only': 'DL-VHD (L_fine only)', 'dlvhd_no_distill': 'DL-VHD (w/o L_distill)',
+    'dlvhd_coarse_sg': 'DL-VHD (coarse stop-gradient)',
     'dlvhd': 'DL-VHD (full model)', 'sl_oracle': 'Target-oracle',
     'sl_wo_encoder': 'SL-module (w/o T)', 'dlvhd_wo_encoder': 'DL-VHD (w/o T)',
     'sl_specific': 'SL-module', 'sl_specific_wo_encoder': 'SL-module (w/o T)',

@@ -114,7 +114,7 @@ def _sl_loss(model, batch: SetBatch, key, ctx: StepContext):
   return loss, {'loss_pred': loss}
 
 
-def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
+def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True, coarse_stop_gradient=False):
   def loss_fn(model, batch: SetBatch, key, ctx: StepContext):
     k_enc, k_head = jax.random.split(key)
     hs, ht, hm = encode_sets(model, [batch.source_x, batch.target_x, batch.mixed_x],
@@ -122,6 +122,11 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True):
     # Only the four (head, sets) pairs the loss reads: fine on source and target, coarse on
     # mixed and target (a third fewer head FLOPs than every head on every set).
     fs, ft = score_head(model, 'fine', [hs, ht], k_head)
+    if coarse_stop_gradient:
+      # The named change (not the paper): the coarse learner trains its own head only, so
+      # telling target from source segments cannot reshape the shared encoder the fine head
+      # reads; the coarse head still reaches the fine head through L_distill.
+      hm, ht = jax.lax.stop_gradient(hm), jax.lax.stop_gradient(ht)
     cm, ct = score_head(model, 'coarse', [hm, ht], k_head)
     return losses.dlvhd_loss(
         batch.source_y, fs, batch.mixed_y, cm, ct, ft,
@@ -143,4 +148,9 @@ CORE = (
               uses_target=True, loss=_dlvhd_loss_fn(use_coarse=False, use_distill=False), passes=(3, 4)),
     Objective('dlvhd_no_distill', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
               uses_target=True, loss=_dlvhd_loss_fn(use_distill=False), passes=(3, 4)),
+    # A change to the method, reported apart from it: the coarse learner's gradient stops
+    # at the shared encoder (L_coarse and L_distill's coarse term train the coarse head only).
+    Objective('dlvhd_coarse_sg', heads=('coarse', 'fine'), eval_heads=('coarse', 'fine'),
+              uses_target=True, loss=_dlvhd_loss_fn(coarse_stop_gradient=True),
+              weight_key='loss.distill_weight', passes=(3, 4)),
 )
