@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Callable
 
-from dlvhd_jax import hparams, methods
+from dlvhd_jax import hparams, losses, methods
 from dlvhd_jax.checkpoint import flatten_config
 from dlvhd_jax.errors import UserInputError
 
@@ -83,6 +83,7 @@ RULES: dict[str, Rule] = {
     'sampling.source_label_in_mixed': number_in(-1.0, 0.0),
     'loss.distill_weight': NON_NEGATIVE,
     'loss.temperature': POSITIVE,
+    'loss.distill_to': one_of(*losses.DISTILL_TO),
     'uda.dan.weight': NON_NEGATIVE,
     'uda.dan.num_kernels': int_at_least(1),
     'uda.dan.kernel_mul': POSITIVE,

@@ -116,6 +116,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.distill_weight = 1.0  # lambda (gradients flow through y_avg, as in the published code)
+  # Which head L_distill trains: both (the paper) | fine (the coarse head teaches, unmoved)
+  # | coarse (the fine head teaches); a named change, losses.distillation_loss.
+  c.loss.distill_to = 'both'
   # tau of L_pred's KL target softmax(y / tau) (L_coarse and L_fine); 1 = the paper, < 1
   # sharpens it toward the highlights.
   c.loss.temperature = 1.0

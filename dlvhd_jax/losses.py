@@ -31,7 +31,11 @@ def set_kl_divergence(target: jax.Array, pred: jax.Array, mask: jax.Array) -> ja
   return kl / jnp.maximum(jnp.sum(mask, axis=-1), 1)
 
 
-def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array) -> jax.Array:
+DISTILL_TO = ('both', 'fine', 'coarse')
+
+
+def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array,
+                      to: str = 'both') -> jax.Array:
   """L_distill per set: 1/2 [KL(sm(y_avg) || sm(coarse)) + KL(sm(y_avg) || sm(fine))].
 
   coarse, fine: the two heads' scores in (-1, 1), [B, N]; mask [B, N] -> [B]. y_avg is the
@@ -40,8 +44,18 @@ def distillation_loss(coarse: jax.Array, fine: jax.Array, mask: jax.Array) -> ja
   (y_avg is the mean of the two logits), so the derivative of the two KLs with respect to p,
   2 log p - log q_coarse - log q_fine + 2, is the same at every position, and the softmax
   Jacobian maps a constant vector to 0 (tests/test_losses.py checks this numerically).
+
+  So each head gets its gradient from its own KL only, and `to` picks the direction (a
+  named change; 'both' is the paper): 'fine' keeps the fine head's half of the gradient
+  (the coarse head teaches, unmoved), 'coarse' the coarse head's half. The value is the
+  paper's in every case; only the gradient of the other head is stopped.
   """
-  avg = 0.5 * (coarse.astype(jnp.float32) + fine.astype(jnp.float32))
+  coarse, fine = coarse.astype(jnp.float32), fine.astype(jnp.float32)
+  if to == 'fine':
+    coarse = jax.lax.stop_gradient(coarse)
+  elif to == 'coarse':
+    fine = jax.lax.stop_gradient(fine)
+  avg = 0.5 * (coarse + fine)
   return 0.5 * (set_kl_divergence(avg, coarse, mask) + set_kl_divergence(avg, fine, mask))
 
 
@@ -67,16 +81,17 @@ def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array,
 def dlvhd_loss(source_labels, source_fine, mixed_labels, mixed_coarse, target_coarse,
                target_fine, source_mask, mixed_mask, target_mask, *, distill_weight: float,
                use_coarse: bool = True, use_fine: bool = True,
-               use_distill: bool = True,
+               use_distill: bool = True, distill_to: str = 'both',
                temperature: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_coarse + L_fine + lambda * L_distill (Eq. 6); each term averaged over its sets. [B, N] each.
 
   The flags give the ablations of Table 4 (coarse only, fine only, without L_distill);
-  `temperature` is L_pred's tau (the distillation target is the heads' own mean, unscaled).
+  `temperature` is L_pred's tau (the distillation target is the heads' own mean, unscaled);
+  `distill_to` which head L_distill trains (distillation_loss's `to`).
   """
   l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask, temperature)
   l_fine = set_prediction_loss(source_labels, source_fine, source_mask, temperature)
-  l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask))
+  l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask, distill_to))
   total = (use_coarse * l_coarse + use_fine * l_fine
            + (distill_weight * use_distill) * l_distill)
   return total, {'loss_coarse': l_coarse, 'loss_fine': l_fine, 'loss_distill': l_distill}

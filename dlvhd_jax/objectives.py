@@ -132,7 +132,8 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True, coarse_stop
         batch.source_y, fs, batch.mixed_y, cm, ct, ft,
         batch.source_mask, batch.mixed_mask, batch.target_mask,
         distill_weight=ctx.hp['loss.distill_weight'], use_coarse=use_coarse,
-        use_fine=use_fine, use_distill=use_distill, temperature=ctx.hp['loss.temperature'])
+        use_fine=use_fine, use_distill=use_distill, temperature=ctx.hp['loss.temperature'],
+        distill_to=ctx.cfg.loss.get('distill_to', 'both'))
   return loss_fn
 
 

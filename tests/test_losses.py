@@ -116,3 +116,20 @@ def test_dlvhd_objective_weights_and_excludes_sets_without_positive():
 def test_set_prediction_loss_is_zero_when_no_set_has_a_positive():
   y = -jnp.ones((3, 5))
   assert float(losses.set_prediction_loss(y, jnp.zeros((3, 5)), jnp.ones((3, 5), bool))) == 0.0
+
+
+@pytest.mark.parametrize('to', ['fine', 'coarse'])
+def test_distillation_direction_keeps_one_heads_half_of_the_gradient(to):
+  """loss.distill_to: the value is the paper's; the named head gets exactly the gradient the
+  paper's L_distill gives it, the other none."""
+  _, coarse, mask, _ = random_sets(1)
+  fine = jnp.array(np.tanh(np.random.RandomState(11).randn(*coarse.shape)))
+  coarse, mask = jnp.array(coarse), jnp.array(mask)
+  loss = lambda c, f, d: losses.distillation_loss(c, f, mask, d).sum()
+  np.testing.assert_allclose(loss(coarse, fine, to), loss(coarse, fine, 'both'), rtol=1e-6)
+  paper = jax.grad(loss, argnums=(0, 1))(coarse, fine, 'both')
+  got = jax.grad(loss, argnums=(0, 1))(coarse, fine, to)
+  kept, stopped = (1, 0) if to == 'fine' else (0, 1)
+  np.testing.assert_allclose(got[kept], paper[kept], rtol=1e-5, atol=1e-8)
+  assert float(jnp.abs(paper[stopped]).max()) > 1e-3
+  assert float(jnp.abs(got[stopped]).max()) == 0.0
