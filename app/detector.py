@@ -25,7 +25,7 @@ from app.highlights import Prediction, merge_top, num_top
 from data_pipelines import normalize, video
 from dlvhd_jax import evaluation, files, methods, parallel
 from dlvhd_jax import optimizer, replica_axis, train_step
-from dlvhd_jax.checkpoint import Checkpointer
+from dlvhd_jax.checkpoint import Checkpointer, with_legacy_defaults
 from dlvhd_jax.errors import UserInputError
 
 FEATURE_RECORD = 'features.json'
@@ -46,7 +46,9 @@ def recorded_config(workdir: str) -> ml_collections.ConfigDict:
   except (OSError, ValueError, KeyError, IndexError) as e:
     raise UserInputError(f'{path}: no readable run config ({type(e).__name__}); pass '
                          '--workdir=<a folder that --mode=train wrote>') from None
-  return ml_collections.ConfigDict(cfg)
+  # A run recorded before a config key existed ran with that key's legacy value; the
+  # restore check compares against the checkpoint's fingerprint filled the same way.
+  return ml_collections.ConfigDict(with_legacy_defaults(cfg))
 
 
 def write_feature_record(workdir: str, cfg, data) -> None:

@@ -26,6 +26,8 @@ LABELS = {
     'sl_wo_encoder': 'SL-module (w/o T)', 'dlvhd_wo_encoder': 'DL-VHD (w/o T)',
     'sl_specific': 'SL-module', 'sl_specific_wo_encoder': 'SL-module (w/o T)',
 }
+DATASETS = {'youtube_highlights': 'YouTube Highlights', 'tvsum': 'TVSum',
+            'activitynet': 'ActivityNet', 'synthetic': 'synthetic data'}
 PARAM_LABELS = {'sampling.set_size': 'set size N', 'loss.distill_weight': 'trade-off λ'}
 REFERENCE = 'sl'  # the row every method is compared with
 METRICS = ('map', 'map_umt')
@@ -120,7 +122,7 @@ def build_table(cfg, kind, targets, results) -> dict:
   s = cfg.sweep
   rows, labels = _rows_for(kind, cfg)
   cols = [*targets, AVERAGE]
-  paper_cfg = s.get('paper', None) or {}
+  paper_cfg = (s.get('paper', None) or {}) if written_for(cfg) else {}
   table = {'kind': kind, 'source': cfg.data.source_category, 'targets': list(targets),
            'rows': rows, 'labels': labels, 'param': s.get('param', None) if kind != 'methods' else None,
            'features': cfg.data.features, 'split': _split(cfg), 'reference': None,
@@ -212,12 +214,22 @@ def _diff_grid(table, metric):
   return lines
 
 
+def written_for(cfg) -> bool:
+  """Whether the sweep's title and paper numbers are about the data it runs on (not when
+  --config.data.name or data.source_category moved it to another dataset or source)."""
+  made = cfg.sweep.get('paper_data', None)
+  return made is None or (made.name == cfg.data.name
+                          and made.source == cfg.data.source_category)
+
+
 def to_markdown(cfg, table) -> str:
   s = cfg.sweep
-  title = s.get('title', '') or (f"Cross-category highlight detection, source {table['source']}"
-                                 if table['kind'] == 'methods' else
-                                 f"Sensitivity of {cfg.method} to {table['param']}, "
-                                 f"source {table['source']}")
+  own = s.get('title', '') if written_for(cfg) else ''
+  dataset = DATASETS.get(cfg.data.name, cfg.data.name)
+  title = own or (f"Cross-category highlight detection on {dataset}, source {table['source']}"
+                  if table['kind'] == 'methods' else
+                  f"Sensitivity of {cfg.method} to {table['param']} on {dataset}, "
+                  f"source {table['source']}")
   has_paper = bool(table['paper'])
   seeds = sorted({c.get('num_seeds') or 1 for row in table['runs'].values() for c in row.values()
                   if c.get('map') is not None})

@@ -21,7 +21,7 @@ PAPER = (
 
 def get_config(preset: str = ''):
   c = make_table_config('table2', 'Table 2: category-specific highlight detection on TVSum '
-                        '(SL-module, top-5 mAP)', 'VT', TARGETS, METHODS, PAPER, preset)
+                        '(SL-module, top-5 mAP)', 'VT', TARGETS, METHODS, PAPER, preset,
+                        dataset='tvsum')
   c.method = 'sl'
-  c.data.name = 'tvsum'
   return c

@@ -19,7 +19,7 @@ PAPER = (
 
 def get_config(preset: str = ''):
   c = make_table_config('table3', 'Table 3: category-specific highlight detection on '
-                        'ActivityNet (SL-module)', 'sport', TARGETS, METHODS, PAPER, preset)
+                        'ActivityNet (SL-module)', 'sport', TARGETS, METHODS, PAPER, preset,
+                        dataset='activitynet')
   c.method = 'sl'
-  c.data.name = 'activitynet'
   return c

@@ -88,10 +88,12 @@ def apply_presets(c, preset: str, allowed=('cpu', 'quick', 'best'), extra=None):
 
 
 def make_table_config(name: str, title: str, source: str, targets, methods, paper,
-                      preset: str) -> ml_collections.ConfigDict:
-  """A `--mode=sweep` config of `methods` x `targets` with the paper's numbers embedded."""
+                      preset: str, dataset: str = 'youtube_highlights') -> ml_collections.ConfigDict:
+  """A `--mode=sweep` config of `methods` x `targets` on `dataset` with the paper's numbers
+  embedded."""
   c = base.get_base_config()
   c.name = name
+  c.data.name = dataset
   c.method = methods[-2] if len(methods) > 1 else methods[0]  # unused by the sweep
   c.data.source_category = source
   c.data.target_category = targets[0]
@@ -100,6 +102,10 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   c.sweep = ml_collections.ConfigDict()
   c.sweep.kind = 'methods'  # methods (a table) | sensitivity (one parameter over values)
   c.sweep.title = title  # the table's heading
+  # The dataset and source the title and the paper's numbers are about: a sweep run on
+  # another (--config.data.name / data.source_category) gets a heading naming its own and
+  # no paper numbers beside it.
+  c.sweep.paper_data = ml_collections.ConfigDict({'name': c.data.name, 'source': source})
   # Method specs: a registered method, a named variant (sl_oracle, sl_wo_encoder,
   # dlvhd_wo_encoder) and optionally ':key=value,...' overrides, e.g. 'dan:uda.dan.weight=0.5'.
   c.sweep.methods = tuple(methods)

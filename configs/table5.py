@@ -25,6 +25,6 @@ PAPER = (
 
 def get_config(preset: str = ''):
   c = make_table_config('table5', 'Table 5: cross-category highlight detection on ActivityNet, '
-                        'source sport', 'sport', TARGETS, METHODS, PAPER, preset)
-  c.data.name = 'activitynet'
+                        'source sport', 'sport', TARGETS, METHODS, PAPER, preset,
+                        dataset='activitynet')
   return c

@@ -39,4 +39,5 @@ def get_config(preset: str = ''):
   c.data.target_category = YOUTUBE[0]
   c.sweep.kind = 'matrix'  # one model per category in sweep.targets, tested on all of them
   c.sweep.paper = {}
+  c.sweep.paper_data = None  # its title names no dataset, and it has no paper numbers
   return apply_presets(c, preset, allowed=('cpu', 'quick', 'best', 'tvsum', 'rgb'), extra=_extra)

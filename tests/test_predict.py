@@ -52,6 +52,22 @@ def synthetic_run(tmp_path_factory):
   return work
 
 
+def test_a_run_recorded_before_a_key_existed_reads_its_legacy_value(synthetic_run, tmp_path):
+  """A config.json without loss.distill_to (runs before that key) ran the paper's 'both':
+  its recorded config says so, so restoring it passes the checkpoint's run check."""
+  old = str(tmp_path / 'old_run')
+  shutil.copytree(synthetic_run, old)
+  path = os.path.join(old, 'config.json')
+  doc = json.load(open(path))
+  for entry in doc['history']:
+    entry['config']['loss'].pop('distill_to')
+  json.dump(doc, open(path, 'w'))
+  cfg = detector.recorded_config(old)
+  assert cfg.loss.distill_to == 'both' and cfg.method == 'sl'
+  from app import transfer  # pylint: disable=import-outside-toplevel
+  assert transfer.restore(cfg, old).objective.name == 'sl'
+
+
 def test_npy_input_streams_and_mismatch(synthetic_run, tmp_path, capsys):
   rng = np.random.RandomState(0)
   feats = rng.randn(30, 64).astype(np.float32)

@@ -205,6 +205,19 @@ def test_specs_and_shipped_configs():
   kind, targets, cells = sweep._cells(cfg)
   assert cfg.data.name == 'tvsum' and len(targets) == 10
   assert len(cells) == len(recipe_study.TVSUM_ROUND) * 10 and cfg.data.val_fraction > 0
+  # Every shipped table's title and paper numbers are about its own data; moved to another
+  # dataset or source, a table names that one and shows no paper numbers.
+  from app import tables
+  from configs import table1, transfer_matrix
+  for module in (table1, table2, table3, table4, table5, table7, recipe_study, transfer_matrix):
+    assert tables.written_for(module.get_config('round1' if module is recipe_study else 'cpu'))
+  cfg = table4.get_config('best')
+  cfg.data.name, cfg.data.source_category = 'tvsum', 'MS'
+  kind, targets, _ = sweep._cells(cfg)
+  table = tables.build_table(cfg, kind, ['PK'], {})
+  assert not tables.written_for(cfg) and table['paper'] == {}
+  assert tables.to_markdown(cfg, table).startswith(
+      '# Cross-category highlight detection on TVSum, source MS\n')
   with pytest.raises(ValueError):
     table4.get_config('gpu')
   # A sweep override may only set a key the config has.
