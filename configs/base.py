@@ -14,7 +14,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'run'  # default workdir: runs/<name>
   # dlvhd | sl | dlvhd_coarse_only | dlvhd_fine_only | dlvhd_no_distill (Table 4's ablations)
-  # | dlvhd_coarse_sg (a named change: the coarse learner does not train the encoder) | dan | coral | revgrad | mcd | afn (the UDA baselines); the registry is
+  # | dlvhd_coarse_sg (a named change: the coarse learner does not train the encoder)
+  # | dan | coral | revgrad | mcd | afn (the UDA baselines); the registry is
   # dlvhd_jax/methods.py. model.use_encoder=False is the paper's "w/o T" for any method.
   c.method = 'dlvhd'
   c.seed = 0  # parameters, dropout and sampling (replica r of num_seeds uses seed + r)
