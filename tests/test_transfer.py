@@ -203,6 +203,9 @@ def test_gap_closure_pools_pairs():
   assert 0.2 < p['closure']['share'] < 0.8 and p['closure']['lo'] < p['closure']['share'] < p['closure']['hi']
   assert p['map'] == pytest.approx(m.mean())
   assert '| pooled: A → B, C → B |' in gap_closure.to_markdown([p])
+  (q,) = gap_closure.pooled(table[::-1])  # the runs named in another order: the same row
+  assert q['pairs'] == p['pairs']
+  assert all(q[k] == p[k] for k in ('gap', 'gain', 'closure'))
   with pytest.raises(SystemExit, match='seeds'):
     gap_closure.pooled([row('A', 'B', 'dlvhd', 5, 0.2), row('C', 'B', 'dlvhd', 5, 0.2, seeds=2)])
 

@@ -157,9 +157,11 @@ def pooled(table: list[dict]) -> list[dict]:
   """One row per (method, variant) over the pairs it ran on (two or more): each pair's
   [seeds, videos] APs side by side as [seeds, pairs x videos], so a target in several pairs
   enters once per pair, and the statistics are those of one pooled target. Seeds pair by
-  index across pairs (the same seed list per run); differing seed counts are refused."""
+  index across pairs (the same seed list per run); differing seed counts are refused. The
+  pairs are put in (source, target) order, so the bootstrap's intervals do not depend on
+  the order the runs were named in."""
   groups: dict = {}
-  for r in table:
+  for r in sorted(table, key=lambda r: (r['source'], r['target'])):
     groups.setdefault((r['method'], r['variant']), []).append(r)
   out = []
   for (method, var), members in groups.items():
