@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from app.highlights import Prediction, merge_top, num_top
-from data_pipelines import normalize, video
+from data_pipelines import context, normalize, video
 from dlvhd_jax import evaluation, files, methods, parallel
 from dlvhd_jax import optimizer, replica_axis, train_step
 from dlvhd_jax.checkpoint import Checkpointer, with_legacy_defaults
@@ -52,8 +52,9 @@ def recorded_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_feature_record(workdir: str, cfg, data) -> None:
-  """At training time: <workdir>/features.json (what predict must feed the model) and, for
-  data.normalize=standardize, the source statistics in normalization.npz."""
+  """At training time: <workdir>/features.json (what predict must feed the model: streams,
+  their raw dimension, data.context, data.normalize) and, for data.normalize=standardize, the
+  source statistics `data` was standardized with, in normalization.npz."""
   root = cfg.data.root
   streams = []
   for s in [x.strip() for x in cfg.data.features.split('+') if x.strip()]:
@@ -64,11 +65,12 @@ def write_feature_record(workdir: str, cfg, data) -> None:
         extraction = json.load(f)
     streams.append({'stream': s, 'extraction': extraction})
   mode = cfg.data.get('normalize', 'none')
+  k = int(cfg.data.get('context', 0))
   files.write_json(os.path.join(workdir, FEATURE_RECORD), {
-      'features': cfg.data.features, 'feature_dim': int(data.feature_dim),
-      'normalize': mode, 'streams': streams})
+      'features': cfg.data.features, 'feature_dim': int(data.feature_dim) // (2 if k else 1),
+      'context': k, 'normalize': mode, 'streams': streams})
   if mode == 'standardize':
-    mean, std = normalize.fit_standardizer([v.features for v in data.source_train])
+    mean, std = data.standardizer
     files.write_npz(os.path.join(workdir, NORMALIZATION), {'mean': mean, 'std': std})
 
 
@@ -77,7 +79,9 @@ class HighlightDetector:
 
   def __init__(self, workdir: str, cfg, graphdef, params, step: int, in_dim: int,
                record: dict, normalizer: Callable[[np.ndarray], np.ndarray], weights: str = ''):
-    self.workdir, self.cfg, self.step, self.in_dim = workdir, cfg, step, in_dim
+    self.workdir, self.cfg, self.step = workdir, cfg, step
+    # The model's input is in_dim wide; with data.context the features given are half that.
+    self.in_dim = in_dim // (2 if record.get('context', 0) else 1)
     self.record, self._normalize, self._weights = record, normalizer, weights
     self.objective = methods.get_objective(cfg.method)
     self.num_seeds = replica_axis.num_seeds(cfg)
@@ -390,22 +394,27 @@ def _read_record(workdir: str, cfg, in_dim: int) -> dict:
       rec = json.load(f)
   else:  # a run trained before features.json existed: its features, no extraction record
     rec = {'features': cfg.data.features, 'feature_dim': in_dim,
-           'normalize': cfg.data.get('normalize', 'none'),
+           'context': 0, 'normalize': cfg.data.get('normalize', 'none'),
            'streams': [{'stream': s.strip(), 'extraction': None}
                        for s in cfg.data.features.split('+') if s.strip()]}
   return rec
 
 
 def _normalizer(workdir: str, record: dict):
+  """-> the run's transform of raw features [T, D] to the model's input: data.context, then
+  data.normalize (as experiment.load_data applies them at training time)."""
+  k = int(record.get('context', 0))
   mode = record.get('normalize', 'none')
   if mode == 'none':
-    return lambda x: x
-  if mode == 'l2':
-    return normalize.l2
-  path = os.path.join(workdir, NORMALIZATION)
-  if not os.path.isfile(path):
-    raise UserInputError(f'{path} is missing: the run standardizes its features with the source '
-                         'statistics saved there at training time; retrain it')
-  with np.load(path) as z:
-    mean, std = z['mean'], z['std']
-  return lambda x: ((x - mean) / std).astype(np.float32)
+    norm = lambda x: x
+  elif mode == 'l2':
+    norm = normalize.l2
+  else:
+    path = os.path.join(workdir, NORMALIZATION)
+    if not os.path.isfile(path):
+      raise UserInputError(f'{path} is missing: the run standardizes its features with the '
+                           'source statistics saved there at training time; retrain it')
+    with np.load(path) as z:
+      mean, std = z['mean'], z['std']
+    norm = lambda x: ((x - mean) / std).astype(np.float32)
+  return lambda x: norm(context.with_context(x, k))

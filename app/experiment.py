@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from app import config_checks, detector
-from data_pipelines import datasets, normalize, synthetic
+from data_pipelines import context, datasets, normalize, synthetic
 from dlvhd_jax import distributed, evaluation, hparams, methods, parallel, sampling, train
 from dlvhd_jax import optimizer, replica_axis, train_step
 from dlvhd_jax import model as model_lib
@@ -65,7 +65,8 @@ def validate(cfg) -> None:
 
 
 def load_data(cfg, workdir: str, need_target_train: bool, target_category: str | None = None):
-  """The run's CrossCategoryData, normalized (with the source statistics); with
+  """The run's CrossCategoryData with its temporal context (data.context), normalized (with
+  the source statistics); with
   `target_category`, that category's videos as the target instead of the config's."""
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
@@ -75,6 +76,7 @@ def load_data(cfg, workdir: str, need_target_train: bool, target_category: str |
       data_cfg.target_category = target_category
   data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
       data_cfg, need_target_train=need_target_train)
+  data = context.add_context(data, int(cfg.data.get('context', 0)))
   return normalize.normalize(data, cfg.data.get('normalize', 'none'))
 
 

@@ -67,6 +67,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Feature normalization before training and scoring: none (paper) | l2 (each segment to unit
   # norm) | standardize (per dimension, mean and std of the source training segments).
   c.data.normalize = 'none'
+  # Temporal context (a named change, data_pipelines/context.py): k > 0 appends to each
+  # segment's feature the mean feature of the segments t-k .. t+k of its video ([D] -> [2D]),
+  # before normalization; 0 = the paper (each segment's own feature).
+  c.data.context = 0
   # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
   # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
   c.data.borderline_label = -1.0

@@ -1,11 +1,13 @@
 """The recipe study of docs/results.md (issues 9, 23): which training choices raise the
-category-specific SL-module's mAP on YouTube Highlights (round1, round2) and on TVSum (tvsum),
-chosen on source validation only.
+category-specific SL-module's mAP on YouTube Highlights (round1, round2) and on TVSum (tvsum,
+tvsum_context), chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights
   python launch.py --mode=sweep --config=configs/recipe_study.py:round2 \
       --workdir=runs/recipe_study2 --config.data.root=../shared/data/youtube_highlights
+  python launch.py --mode=sweep --config=configs/recipe_study.py:tvsum_context \
+      --workdir=runs/recipe_tvsum_context --config.data.root=../shared/data/tvsum
 
 Each row is one recipe (a method spec with overrides on top of the `cpu,quick` preset), run on
 every category (train and test on the category, as Tables 1 and 2) with 3 seeds. 20% of each
@@ -65,19 +67,26 @@ TVSUM_ROUND = (  # in the order they run: the likeliest first
 )
 
 
+# TVSum, round 4: temporal context (data.context, a named change): each segment's feature
+# with the mean feature of its 2k + 1 neighbours (2 s per segment: 6 s to 34 s windows).
+TVSUM_CONTEXT = (BASE,) + tuple(f'{BASE}:data.context={k}' for k in (1, 2, 4, 8))
+
+
 def get_config(preset: str = 'round1'):
-  rounds = {'round1': ROUND1, 'round2': ROUND2, 'tvsum': TVSUM_ROUND}
+  rounds = {'round1': ROUND1, 'round2': ROUND2, 'tvsum': TVSUM_ROUND,
+            'tvsum_context': TVSUM_CONTEXT}
   if (preset or 'round1') not in rounds:
     raise ValueError(f'unknown preset {preset!r} for recipe_study.py; presets: '
                      f'{", ".join(rounds)}')
   rows = rounds[preset or 'round1']
-  targets = TVSUM if preset == 'tvsum' else TARGETS
+  tvsum = preset.startswith('tvsum')
+  targets = TVSUM if tvsum else TARGETS
   c = make_table_config('recipe_study', 'Recipe study: category-specific SL-module, one change '
                         'at a time (selection on source validation)', targets[0], targets, rows,
                         (), 'cpu,quick')
   c.method = 'sl'
   c.num_seeds = 3
   c.sweep.paper_data = None  # its title names no dataset, and it has no paper numbers
-  if preset == 'tvsum':
+  if tvsum:
     c.data.name = 'tvsum'
   return selection_protocol(c)

@@ -39,6 +39,9 @@ class CrossCategoryData:
   target_test: list[Video]
   feature_dim: int
   source_val: list[Video] = dataclasses.field(default_factory=list)
+  # data.normalize=standardize: (mean [D], std [D]) of the source training segments, which
+  # normalize.normalize applied; --mode=predict applies the same to new features.
+  standardizer: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def carve_validation(videos: list[Video], fraction: float, seed: int,

@@ -45,4 +45,5 @@ def normalize(data, mode: str):
     return [dataclasses.replace(v, features=fn(v.features)) for v in videos]
   return dataclasses.replace(
       data, source_train=apply(data.source_train), target_train=apply(data.target_train),
-      target_test=apply(data.target_test), source_val=apply(data.source_val))
+      target_test=apply(data.target_test), source_val=apply(data.source_val),
+      standardizer=(mean, std) if mode == 'standardize' else None)

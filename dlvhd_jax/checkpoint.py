@@ -80,7 +80,8 @@ def config_fingerprint(config: dict) -> dict[str, Any]:
 # Keys added after runs were saved, with the value those runs had in effect: a finished sweep
 # cell or a checkpoint written before `model.variant` existed was the v1 model.
 LEGACY_DEFAULTS = {'model.variant': 'v1', 'data.num_folds': 5, 'data.fold': 0,
-                   'data.graded_label': 'mean', 'loss.distill_to': 'both'}
+                   'data.graded_label': 'mean', 'loss.distill_to': 'both',
+                   'data.context': 0}
 
 
 def with_legacy_defaults(config: dict) -> dict:

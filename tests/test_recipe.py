@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from data_pipelines import datasets, normalize, synthetic
+from app import detector, experiment
+from data_pipelines import context, datasets, normalize, synthetic
 from dlvhd_jax import losses
 from dlvhd_jax import optimizer
 from test_losses import np_set_kl, random_sets
@@ -103,6 +104,22 @@ def test_l2_normalizes_each_segment():
   np.testing.assert_allclose(normalize.l2(x), [[0.6, 0.8], [0, 0], [1, 0]], atol=1e-7)
 
 
+def test_context_appends_the_mean_of_the_window():
+  rng = np.random.RandomState(2)
+  x = rng.randn(6, 3).astype(np.float32)
+  want = np.stack([x[max(0, t - 2):t + 3].mean(0) for t in range(6)])  # shrinks at the ends
+  got = context.with_context(x, 2)
+  assert got.shape == (6, 6) and got.dtype == np.float32
+  np.testing.assert_array_equal(got[:, :3], x)
+  np.testing.assert_allclose(got[:, 3:], want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(context.with_context(x[:1], 3), np.concatenate([x[:1]] * 2, 1))
+  assert context.with_context(x, 0) is x
+  data = datasets.CrossCategoryData([_video('s', x)], [], [_video('t', x[:4])], 3)
+  out = context.add_context(data, 1)
+  assert out.feature_dim == 6 and out.target_test[0].features.shape == (4, 6)
+  np.testing.assert_array_equal(out.source_train[0].labels, data.source_train[0].labels)
+
+
 def test_recipe_options_train_end_to_end(tmp_path):
   import launch  # pylint: disable=import-outside-toplevel
   root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
@@ -113,6 +130,7 @@ def test_recipe_options_train_end_to_end(tmp_path):
           '--config.data.target_category=climbing', '--config.train.optimizer=adamw',
           '--config.train.lr_schedule=cosine', '--config.train.warmup_steps=10',
           '--config.data.normalize=standardize', '--config.loss.temperature=0.5',
+          '--config.data.context=1',
           *tiny_overrides(**{'train.learning_rate': 0.01, 'train.log_every_steps': 5})]
   assert launch.main(argv) == 0
   lines = [json.loads(x) for x in (wd / 'metrics.jsonl').read_text().splitlines()]
@@ -123,3 +141,14 @@ def test_recipe_options_train_end_to_end(tmp_path):
   np.testing.assert_allclose(lrs[20], np.mean([want(s) for s in range(15, 20)]), rtol=1e-4)
   res = json.loads((wd / 'results.json').read_text())
   assert np.isfinite(res['map']) and res['steps'] == 20
+  # Predict feeds raw features through the run's context and its source statistics: it
+  # reproduces the scores the run gave its own test videos.
+  cfg = detector.recorded_config(str(wd))
+  with cfg.unlocked():
+    cfg.data.context, cfg.data.normalize = 0, 'none'
+  raw = experiment.load_data(cfg, str(wd), need_target_train=False).target_test
+  det = detector.HighlightDetector.from_workdir(str(wd))
+  saved = np.load(wd / 'test_scores.npz')
+  for v in raw[:3]:
+    want = np.asarray(saved[v.vid], np.float64).reshape(-1, len(v.features)).mean(0)
+    np.testing.assert_allclose(det.scores(v.features), want, rtol=1e-4, atol=1e-6)
