@@ -68,8 +68,10 @@ TVSUM_ROUND = (  # in the order they run: the likeliest first
 
 
 # TVSum, round 4: temporal context (data.context, a named change): each segment's feature
-# with the mean feature of its 2k + 1 neighbours (2 s per segment: 6 s to 34 s windows).
-TVSUM_CONTEXT = (BASE,) + tuple(f'{BASE}:data.context={k}' for k in (1, 2, 4, 8))
+# with the mean feature of its 2k + 1 neighbours (2 s per segment: 6 s to 34 s windows). The
+# heads keep the reference's widths (W/4, W/16 of 2048-d features), so the input alone changes.
+TVSUM_CONTEXT = (BASE,) + tuple(f'{BASE}:data.context={k},model.head_dims=(512,128)'
+                                for k in (1, 2, 4, 8))
 
 
 def get_config(preset: str = 'round1'):
