@@ -66,8 +66,8 @@ def validate(cfg) -> None:
 
 def load_data(cfg, workdir: str, need_target_train: bool, target_category: str | None = None):
   """The run's CrossCategoryData with its temporal context (data.context), normalized (with
-  the source statistics); with
-  `target_category`, that category's videos as the target instead of the config's."""
+  the source statistics); with `target_category`, that category's videos as the target
+  instead of the config's."""
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
   with data_cfg.unlocked():
