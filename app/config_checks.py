@@ -65,6 +65,9 @@ RULES: dict[str, Rule] = {
     'data.borderline_label': number_in(-1.0, 1.0),
     'data.normalize': one_of('none', 'l2', 'standardize'),
     'data.context': int_at_least(0),
+    'data.extra_sources': ((lambda v: isinstance(v, (tuple, list))
+                            and all(isinstance(x, str) and x for x in v)),
+                           "a tuple of category names, e.g. ('BK','BT'), or () for none"),
     'data.graded_label': one_of('mean', 'above_median', 'zscore'),
     'data.val_fraction': number_in(0.0, 1.0, hi_open=True),
     'model.width': ((lambda v: _is_int(v) and (v == -1 or v >= 1)),

@@ -65,17 +65,20 @@ def validate(cfg) -> None:
 
 
 def load_data(cfg, workdir: str, need_target_train: bool, target_category: str | None = None):
-  """The run's CrossCategoryData with its temporal context (data.context), normalized (with
-  the source statistics); with `target_category`, that category's videos as the target
-  instead of the config's."""
+  """The run's CrossCategoryData with the training videos of data.extra_sources added to its
+  source, its temporal context (data.context), normalized (with the source statistics); with
+  `target_category`, that category's videos as the target instead of the config's."""
   data_cfg = cfg.data.copy_and_resolve_references()
   data_cfg.root = resolve_data_root(cfg, workdir)
   with data_cfg.unlocked():
     data_cfg.activitynet_label_rule = cfg.get('activitynet', {}).get('label_rule', 'spec')
     if target_category is not None:
       data_cfg.target_category = target_category
-  data = datasets.get(cfg.data.get('name', 'youtube_highlights')).load(
-      data_cfg, need_target_train=need_target_train)
+  load = datasets.get(cfg.data.get('name', 'youtube_highlights')).load
+  data = load(data_cfg, need_target_train=need_target_train)
+  extra = tuple(cfg.data.get('extra_sources', ()))
+  if extra:
+    data = datasets.with_extra_sources(data, data_cfg, load, extra)
   data = context.add_context(data, int(cfg.data.get('context', 0)))
   return normalize.normalize(data, cfg.data.get('normalize', 'none'))
 

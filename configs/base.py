@@ -71,6 +71,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # segment's feature the mean feature of the segments t-k .. t+k of its video ([D] -> [2D]),
   # before normalization; 0 = the paper (each segment's own feature).
   c.data.context = 0
+  # More training data (a named change): the training videos of these categories, labels
+  # included, join the source's (its validation videos stay its own; the source itself is
+  # skipped; naming the target of a cross-category run is an error). () = the paper.
+  c.data.extra_sources = ()
   # Training label of a borderline clip (match 0): -1 = non-highlight (SPEC); 0 keeps it
   # between highlight and non-highlight in softmax(y). Evaluation always uses match > 0.
   c.data.borderline_label = -1.0

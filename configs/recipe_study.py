@@ -1,6 +1,6 @@
 """The recipe study of docs/results.md (issues 9, 23): which training choices raise the
 category-specific SL-module's mAP on YouTube Highlights (round1, round2) and on TVSum (tvsum,
-tvsum_context), chosen on source validation only.
+tvsum_context, tvsum_more_data), chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights
@@ -74,9 +74,16 @@ TVSUM_CONTEXT = (BASE,) + tuple(f'{BASE}:data.context={k},model.head_dims=(512,1
                                 for k in (1, 2, 4, 8))
 
 
+# TVSum, round 5: more training data (data.extra_sources, a named change): every other
+# category's training videos, labels included, join the category's own three (its held-out
+# video stays the only source validation). train.num_steps fixes the schedule (decays after steps
+# 190 and 390 of 500), so ten times the segments changes what a step sees, not the schedule.
+TVSUM_MORE_DATA = (BASE, f'{BASE}:data.extra_sources={TVSUM!r}')
+
+
 def get_config(preset: str = 'round1'):
   rounds = {'round1': ROUND1, 'round2': ROUND2, 'tvsum': TVSUM_ROUND,
-            'tvsum_context': TVSUM_CONTEXT}
+            'tvsum_context': TVSUM_CONTEXT, 'tvsum_more_data': TVSUM_MORE_DATA}
   if (preset or 'round1') not in rounds:
     raise ValueError(f'unknown preset {preset!r} for recipe_study.py; presets: '
                      f'{", ".join(rounds)}')

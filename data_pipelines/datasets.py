@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 from typing import Callable
 
 import numpy as np
@@ -57,6 +58,32 @@ def carve_validation(videos: list[Video], fraction: float, seed: int,
   val = set(np.random.RandomState(seed).permutation(len(videos))[:k].tolist())
   return ([v for i, v in enumerate(videos) if i not in val],
           [v for i, v in enumerate(videos) if i in val])
+
+
+def with_extra_sources(data: CrossCategoryData, data_cfg, load: Callable,
+                       extra: tuple[str, ...]) -> CrossCategoryData:
+  """`data` with the training videos of the categories `extra` (data.extra_sources) added to
+  its source training videos, labels included. Source validation stays the source category's
+  own held-out videos, so selection still reads that category alone; the source category in
+  `extra` is skipped, so one tuple serves every category of a category-specific sweep."""
+  src, tgt = data_cfg.source_category, data_cfg.target_category
+  extra = [c for c in dict.fromkeys(extra) if c != src]
+  if tgt != src and tgt in extra:
+    raise UserInputError(f'data.extra_sources names the target category {tgt!r}: its labels '
+                         'would train the model; remove it (or set data.target_category to the '
+                         'source for a category-specific run)')
+  added = []
+  for cat in extra:
+    sub = data_cfg.copy_and_resolve_references()
+    with sub.unlocked():
+      sub.source_category = sub.target_category = cat
+      sub.val_fraction = 0.0
+    try:
+      added += load(sub, need_target_train=False).source_train
+    except UserInputError as e:  # the loaders name the field they read: say which one it was
+      raise UserInputError(re.sub(r'data\.(source|target)_category', 'data.extra_sources entry',
+                                  str(e))) from None
+  return dataclasses.replace(data, source_train=list(data.source_train) + added)
 
 
 def as_store(root_or_store):

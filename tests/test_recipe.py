@@ -13,6 +13,7 @@ from app import detector, experiment
 from data_pipelines import context, datasets, normalize, synthetic
 from dlvhd_jax import losses
 from dlvhd_jax import optimizer
+from dlvhd_jax.errors import UserInputError
 from test_losses import np_set_kl, random_sets
 
 
@@ -152,3 +153,36 @@ def test_recipe_options_train_end_to_end(tmp_path):
   for v in raw[:3]:
     want = np.asarray(saved[v.vid], np.float64).reshape(-1, len(v.features)).mean(0)
     np.testing.assert_allclose(det.scores(v.features), want, rtol=1e-4, atol=1e-6)
+
+
+def test_extra_sources_add_other_categories_training_videos(tmp_path):
+  from configs import youtube_surfing  # pylint: disable=import-outside-toplevel
+  root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
+                                           max_len=16, dim=16)
+  cfg = youtube_surfing.get_config()
+  cfg.data.root, cfg.data.val_fraction = root, 0.2
+
+  def load(source, target, extra=()):
+    cfg.data.source_category, cfg.data.target_category = source, target
+    cfg.data.extra_sources = extra
+    return experiment.load_data(cfg, str(tmp_path / 'wd'), need_target_train=True)
+  ids = lambda videos: [v.vid for v in videos]
+  own = load('diving', 'diving')
+  more = load('diving', 'diving', ('climbing', 'diving', 'rowing'))
+  # Each extra category's training videos, labels included, after the source's own; the
+  # source's validation and test videos are unchanged, so selection still reads it alone.
+  cfg.data.val_fraction = 0.0
+  extra = [load(c, c).source_train for c in ('climbing', 'rowing')]
+  assert ids(more.source_train) == ids(own.source_train) + ids(extra[0]) + ids(extra[1])
+  assert {v.category for v in more.source_train} == {'diving', 'climbing', 'rowing'}
+  for got, want in zip(more.source_train[len(own.source_train):], extra[0] + extra[1]):
+    np.testing.assert_array_equal(got.labels, want.labels)
+  assert any(np.any(v.labels > 0) for v in extra[0])
+  assert ids(more.source_val) == ids(own.source_val) and len(own.source_val) == 1
+  assert ids(more.target_test) == ids(own.target_test)
+  # The target of a cross-category run may not lend its labels.
+  with pytest.raises(UserInputError, match="extra_sources names the target category 'climbing'"):
+    load('diving', 'climbing', ('rowing', 'climbing'))
+  assert ids(load('diving', 'climbing', ('rowing',)).source_train)[-len(extra[1]):] == ids(extra[1])
+  with pytest.raises(UserInputError, match=r"data.extra_sources entry='skating' is not"):
+    load('diving', 'diving', ('skating',))
