@@ -87,6 +87,8 @@ RULES: dict[str, Rule] = {
     'sampling.source_label_in_mixed': number_in(-1.0, 0.0),
     'loss.distill_weight': NON_NEGATIVE,
     'loss.temperature': POSITIVE,
+    'loss.set_loss': one_of(*losses.SET_LOSSES),
+    'loss.rank_margin': POSITIVE,
     'loss.distill_to': one_of(*losses.DISTILL_TO),
     'uda.dan.weight': NON_NEGATIVE,
     'uda.dan.num_kernels': int_at_least(1),

@@ -131,6 +131,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # tau of L_pred's KL target softmax(y / tau) (L_coarse and L_fine); 1 = the paper, < 1
   # sharpens it toward the highlights.
   c.loss.temperature = 1.0
+  # L_pred's form (a named change, losses.set_rank_loss): kl (the paper) | rank, a pairwise
+  # hinge max(0, margin - (s_i - s_j)) weighted by how much higher y_i is than y_j.
+  c.loss.set_loss = 'kl'
+  c.loss.rank_margin = 0.5
 
   # UDA baselines (dlvhd_jax/baselines.py): domain terms on the encoder outputs, per segment.
   # `weight` is each term's weight in the loss.

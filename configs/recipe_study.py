@@ -1,6 +1,6 @@
 """The recipe study of docs/results.md (issues 9, 23): which training choices raise the
 category-specific SL-module's mAP on YouTube Highlights (round1, round2) and on TVSum (tvsum,
-tvsum_context, tvsum_more_data), chosen on source validation only.
+tvsum_context, tvsum_more_data, tvsum_rank), chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights
@@ -8,6 +8,8 @@ tvsum_context, tvsum_more_data), chosen on source validation only.
       --workdir=runs/recipe_study2 --config.data.root=../shared/data/youtube_highlights
   python launch.py --mode=sweep --config=configs/recipe_study.py:tvsum_context \
       --workdir=runs/recipe_tvsum_context --config.data.root=../shared/data/tvsum
+
+(the other TVSum rounds likewise, each in its own --workdir).
 
 Each row is one recipe (a method spec with overrides on top of the `cpu,quick` preset), run on
 every category (train and test on the category, as Tables 1 and 2) with 3 seeds. 20% of each
@@ -80,10 +82,16 @@ TVSUM_CONTEXT = (BASE,) + tuple(f'{BASE}:data.context={k},model.head_dims=(512,1
 # 190 and 390 of 500), so ten times the segments changes what a step sees, not the schedule.
 TVSUM_MORE_DATA = (BASE, f'{BASE}:data.extra_sources={TVSUM!r}')
 
+# TVSum, round 6: a ranking loss (loss.set_loss=rank, a named change): L_pred becomes a pairwise
+# hinge on the scores (in (-1, 1)), each pair weighted by its label difference, instead of the
+# KL between softmaxes; two margins, a fifth and half of the scores' range.
+TVSUM_RANK = (BASE,) + tuple(f"{BASE}:loss.set_loss='rank',loss.rank_margin={m}" for m in (0.4, 1.0))
+
 
 def get_config(preset: str = 'round1'):
   rounds = {'round1': ROUND1, 'round2': ROUND2, 'tvsum': TVSUM_ROUND,
-            'tvsum_context': TVSUM_CONTEXT, 'tvsum_more_data': TVSUM_MORE_DATA}
+            'tvsum_context': TVSUM_CONTEXT, 'tvsum_more_data': TVSUM_MORE_DATA,
+            'tvsum_rank': TVSUM_RANK}
   if (preset or 'round1') not in rounds:
     raise ValueError(f'unknown preset {preset!r} for recipe_study.py; presets: '
                      f'{", ".join(rounds)}')

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from dlvhd_jax import losses
-from dlvhd_jax.objectives import Objective, SetBatch, StepContext, encode_sets
+from dlvhd_jax.objectives import Objective, SetBatch, StepContext, encode_sets, pred_loss_args
 
 DEFAULTS = {
     'dan': {'num_kernels': 5, 'kernel_mul': 2.0},
@@ -154,7 +154,7 @@ def _encode_source_target(model, batch: SetBatch, key):
 
 def _source_pred_loss(model, batch: SetBatch, hs, key, ctx: StepContext, head: str = 'score'):
   return losses.set_prediction_loss(batch.source_y, model.heads[head](hs, key), batch.source_mask,
-                                    ctx.hp['loss.temperature'])
+                                    **pred_loss_args(ctx))
 
 
 def _domain_term_objective(name: str, term):
@@ -247,10 +247,11 @@ def _mcd_scores(model, x, mask, key, stop_encoder=False):
   return model.heads['score'](h, k1), model.heads['score2'](h, k2)
 
 
-def _mcd_supervised(model, sets: SetBatch, key, stop_encoder=False, tau: float = 1.0):
+def _mcd_supervised(model, sets: SetBatch, key, stop_encoder=False, pred: dict | None = None):
   s1, s2 = _mcd_scores(model, sets.source_x, sets.source_mask, key, stop_encoder)
-  return (losses.set_prediction_loss(sets.source_y, s1, sets.source_mask, tau)
-          + losses.set_prediction_loss(sets.source_y, s2, sets.source_mask, tau))
+  pred = pred or {}  # set_prediction_loss's settings (pred_loss_args); {} = the paper's
+  return (losses.set_prediction_loss(sets.source_y, s1, sets.source_mask, **pred)
+          + losses.set_prediction_loss(sets.source_y, s2, sets.source_mask, **pred))
 
 
 def _mcd_target_discrepancy(model, sets: SetBatch, key, stop_encoder=False):
@@ -260,12 +261,12 @@ def _mcd_target_discrepancy(model, sets: SetBatch, key, stop_encoder=False):
 
 def _mcd_loss(model, batch: SetBatch, key, ctx: StepContext):
   """Phase A alone (both heads supervised on source); the step itself runs `_mcd_update`."""
-  loss = _mcd_supervised(model, batch, key, tau=ctx.hp['loss.temperature'])
+  loss = _mcd_supervised(model, batch, key, pred=pred_loss_args(ctx))
   return loss, {'loss_pred': loss}
 
 
 def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, weight,
-              advance_count: bool = False, tau: float = 1.0):
+              advance_count: bool = False, pred: dict | None = None):
   """One MCD phase -> (params, opt_state, phase loss [], gradient norm []).
 
   'A': encoder + both heads, source L_pred of both heads;
@@ -277,11 +278,11 @@ def mcd_phase(phase: str, graphdef, tx, params, opt_state, sets: SetBatch, key, 
   heads = head_mask(params)
   if phase == 'A':
     mask = jax.tree.map(lambda _: True, heads)
-    f = lambda m: _mcd_supervised(m, sets, key, tau=tau)
+    f = lambda m: _mcd_supervised(m, sets, key, pred=pred)
   elif phase == 'B':
     mask = heads
     ks, kt = jax.random.split(key)
-    f = lambda m: (_mcd_supervised(m, sets, ks, stop_encoder=True, tau=tau)
+    f = lambda m: (_mcd_supervised(m, sets, ks, stop_encoder=True, pred=pred)
                    - weight * _mcd_target_discrepancy(m, sets, kt, stop_encoder=True))
   elif phase == 'C':
     mask = jax.tree.map(lambda m: not m, heads)
@@ -297,12 +298,12 @@ def _mcd_update(graphdef, tx, params, opt_state, sets, key, ctx: StepContext):
   """Phases A, B, then C `num_k` times (the original's generator steps per batch)."""
   w = ctx.hp['uda.mcd.weight']
   num_k = max(1, int(_static(ctx.cfg, 'mcd', 'num_k')))
-  tau = ctx.hp['loss.temperature']
+  pred = pred_loss_args(ctx)
   k_a, k_b, k_c = jax.random.split(key, 3)
   params, opt_state, l_a, g_a = mcd_phase('A', graphdef, tx, params, opt_state, sets, k_a, w,
-                                          tau=tau)
+                                          pred=pred)
   params, opt_state, l_b, g_b = mcd_phase('B', graphdef, tx, params, opt_state, sets, k_b, w,
-                                          tau=tau)
+                                          pred=pred)
   sq_norms = [g_a ** 2, g_b ** 2]
   l_c = jnp.float32(0.0)
   for i in range(num_k):

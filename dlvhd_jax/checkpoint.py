@@ -81,7 +81,8 @@ def config_fingerprint(config: dict) -> dict[str, Any]:
 # cell or a checkpoint written before `model.variant` existed was the v1 model.
 LEGACY_DEFAULTS = {'model.variant': 'v1', 'data.num_folds': 5, 'data.fold': 0,
                    'data.graded_label': 'mean', 'loss.distill_to': 'both',
-                   'data.context': 0, 'data.extra_sources': []}
+                   'data.context': 0, 'data.extra_sources': [], 'loss.set_loss': 'kl',
+                   'loss.rank_margin': 0.5}
 
 
 def with_legacy_defaults(config: dict) -> dict:

@@ -69,28 +69,53 @@ def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+SET_LOSSES = ('kl', 'rank')
+
+
+def set_rank_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array,
+                  margin: float) -> jax.Array:
+  """Graded pairwise hinge per set: sum_ij w_ij max(0, margin - (s_i - s_j)) / sum_ij w_ij over
+  valid pairs, w_ij = max(y_i - y_j, 0), so a pair counts by how far apart its labels are
+  (binary labels: every highlight against every non-highlight alike). [B, N] -> [B]; 0 for a
+  set whose labels are all equal."""
+  y, s = labels.astype(jnp.float32), scores.astype(jnp.float32)
+  pair = mask[:, :, None] & mask[:, None, :]
+  w = jnp.where(pair, jnp.maximum(y[:, :, None] - y[:, None, :], 0.0), 0.0)
+  hinge = jnp.maximum(margin - (s[:, :, None] - s[:, None, :]), 0.0)
+  total = jnp.sum(w, axis=(1, 2))
+  return jnp.sum(w * hinge, axis=(1, 2)) / jnp.where(total > 0, total, 1.0)
+
+
 def set_prediction_loss(labels: jax.Array, scores: jax.Array, mask: jax.Array,
-                        temperature: float = 1.0) -> jax.Array:
+                        temperature: float = 1.0, kind: str = 'kl',
+                        margin: float = 0.5) -> jax.Array:
   """SL-module's L_pred, KL(softmax(y / tau) || softmax(s)), averaged over the sets that carry
   a positive label: [B, N] -> []. tau = 1 is the paper; tau < 1 sharpens the target toward
-  the highlights (config.loss.temperature)."""
-  target = labels.astype(jnp.float32) / temperature  # exact at tau = 1
-  return weighted_mean(set_kl_divergence(target, scores, mask), has_positive(labels, mask))
+  the highlights (config.loss.temperature). kind='rank' (config.loss.set_loss, a named change)
+  replaces the KL by set_rank_loss with `margin`; tau does not enter it."""
+  if kind == 'rank':
+    per_set = set_rank_loss(labels, scores, mask, margin)
+  else:
+    target = labels.astype(jnp.float32) / temperature  # exact at tau = 1
+    per_set = set_kl_divergence(target, scores, mask)
+  return weighted_mean(per_set, has_positive(labels, mask))
 
 
 def dlvhd_loss(source_labels, source_fine, mixed_labels, mixed_coarse, target_coarse,
                target_fine, source_mask, mixed_mask, target_mask, *, distill_weight: float,
                use_coarse: bool = True, use_fine: bool = True,
                use_distill: bool = True, distill_to: str = 'both',
-               temperature: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+               temperature: float = 1.0, kind: str = 'kl',
+               margin: float = 0.5) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_coarse + L_fine + lambda * L_distill (Eq. 6); each term averaged over its sets. [B, N] each.
 
   The flags give the ablations of Table 4 (coarse only, fine only, without L_distill);
-  `temperature` is L_pred's tau (the distillation target is the heads' own mean, unscaled);
-  `distill_to` which head L_distill trains (distillation_loss's `to`).
+  `temperature`, `kind` and `margin` are L_pred's (set_prediction_loss; the distillation
+  target is the heads' own mean, unscaled); `distill_to` which head L_distill trains
+  (distillation_loss's `to`).
   """
-  l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask, temperature)
-  l_fine = set_prediction_loss(source_labels, source_fine, source_mask, temperature)
+  l_coarse = set_prediction_loss(mixed_labels, mixed_coarse, mixed_mask, temperature, kind, margin)
+  l_fine = set_prediction_loss(source_labels, source_fine, source_mask, temperature, kind, margin)
   l_distill = jnp.mean(distillation_loss(target_coarse, target_fine, target_mask, distill_to))
   total = (use_coarse * l_coarse + use_fine * l_fine
            + (distill_weight * use_distill) * l_distill)

@@ -105,12 +105,18 @@ def score_head(model, head: str, hs, key):
   return jnp.split(scores, _offsets(sizes), axis=0)
 
 
+def pred_loss_args(ctx: StepContext) -> dict:
+  """set_prediction_loss's settings for this run: tau (this replica's), loss.set_loss and
+  loss.rank_margin."""
+  return {'temperature': ctx.hp['loss.temperature'], 'kind': ctx.cfg.loss.get('set_loss', 'kl'),
+          'margin': float(ctx.cfg.loss.get('rank_margin', 0.5))}
+
+
 def _sl_loss(model, batch: SetBatch, key, ctx: StepContext):
   k_enc, k_head = jax.random.split(key)
   (h,) = encode_sets(model, [batch.source_x], [batch.source_mask], k_enc)
   (s,) = score_head(model, 'score', [h], k_head)
-  loss = losses.set_prediction_loss(batch.source_y, s, batch.source_mask,
-                                    ctx.hp['loss.temperature'])
+  loss = losses.set_prediction_loss(batch.source_y, s, batch.source_mask, **pred_loss_args(ctx))
   return loss, {'loss_pred': loss}
 
 
@@ -132,8 +138,8 @@ def _dlvhd_loss_fn(use_coarse=True, use_fine=True, use_distill=True, coarse_stop
         batch.source_y, fs, batch.mixed_y, cm, ct, ft,
         batch.source_mask, batch.mixed_mask, batch.target_mask,
         distill_weight=ctx.hp['loss.distill_weight'], use_coarse=use_coarse,
-        use_fine=use_fine, use_distill=use_distill, temperature=ctx.hp['loss.temperature'],
-        distill_to=ctx.cfg.loss.get('distill_to', 'both'))
+        use_fine=use_fine, use_distill=use_distill,
+        distill_to=ctx.cfg.loss.get('distill_to', 'both'), **pred_loss_args(ctx))
   return loss_fn
 
 

@@ -17,10 +17,10 @@ from dlvhd_jax import hparams, methods, objectives, optimizer, parallel, train_s
 DIM = 12
 
 
-def _grads(method, distill_weight):
-  """-> (loss, {'encoder' | 'coarse' | 'fine': flat list of gradient arrays}) of one batch."""
+def _setup(method, distill_weight, set_loss='kl'):
+  """-> (loss of the parameters, the initial parameters) on one fixed batch."""
   cfg = base.get_base_config()
-  cfg.method = method
+  cfg.method, cfg.loss.set_loss = method, set_loss
   cfg.model.width, cfg.model.depth, cfg.model.num_heads = 16, 1, 2
   cfg.model.head_dims = (8,)
   cfg.model.dropout = 0.1  # the same key draws the same masks in every objective
@@ -36,9 +36,14 @@ def _grads(method, distill_weight):
                               jnp.asarray(np.tile([0.0, 1.0], (4, 3))), mask)
   ctx = objectives.StepContext(cfg, hparams.step_values(cfg), jnp.int32(0), 100)
 
-  def loss(p):
-    return objective.loss(nnx.merge(graphdef, p), batch, jax.random.key(7), ctx)[0]
-  value, grads = jax.value_and_grad(loss)(state.params)
+  return (lambda p: objective.loss(nnx.merge(graphdef, p), batch, jax.random.key(7), ctx)[0],
+          state.params)
+
+
+def _grads(method, distill_weight):
+  """-> (loss, {'encoder' | 'coarse' | 'fine': flat list of gradient arrays}) of one batch."""
+  loss, params = _setup(method, distill_weight)
+  value, grads = jax.value_and_grad(loss)(params)
   parts = {'encoder': [], 'coarse': [], 'fine': []}
   for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
     keys = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
@@ -63,3 +68,11 @@ def test_coarse_stop_gradient_reaches_the_heads_but_not_the_encoder(distill_weig
   if distill_weight == 0.0:
     _, fine_only = _grads('dlvhd_fine_only', 0.0)
     assert _same(sg['encoder'], fine_only['encoder'])
+
+
+@pytest.mark.parametrize('method', ['sl', 'dlvhd', 'coral', 'mcd'])
+def test_rank_set_loss_reaches_every_methods_l_pred(method):
+  # loss.set_loss=rank replaces L_pred wherever a method supervises a head on labeled sets.
+  kl, params = _setup(method, 0.0)
+  rank, _ = _setup(method, 0.0, 'rank')
+  assert np.isfinite(float(rank(params))) and abs(float(rank(params)) - float(kl(params))) > 1e-3

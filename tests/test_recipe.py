@@ -30,6 +30,31 @@ def test_temperature_sharpens_the_kl_target(tau):
   assert abs(same - got) > 1e-4
 
 
+def np_rank_loss(y, s, margin):
+  """The graded pairwise hinge of one unpadded set, as loops over its pairs."""
+  num = den = 0.0
+  for i in range(len(y)):
+    for j in range(len(y)):
+      w = max(y[i] - y[j], 0.0)
+      num += w * max(margin - (s[i] - s[j]), 0.0)
+      den += w
+  return num / den if den > 0 else 0.0
+
+
+@pytest.mark.parametrize('margin', [0.5, 0.1])
+def test_rank_loss_is_the_graded_pairwise_hinge(margin):
+  labels, scores, mask, lengths = random_sets(5)
+  labels[1, :lengths[1]] = 1.0  # all equal: no pair, weight 0 in the mean over sets
+  labels[2, :lengths[2]] = np.linspace(1, 5, lengths[2])  # graded, as TVSum's means
+  got = float(losses.set_prediction_loss(jnp.array(labels), jnp.array(scores), jnp.array(mask),
+                                         0.3, kind='rank', margin=margin))
+  per_set = [(np_rank_loss(labels[i, :n], scores[i, :n], margin), float(np.any(labels[i, :n] > 0)))
+             for i, n in enumerate(lengths)]
+  want = sum(k * w for k, w in per_set) / max(sum(w for _, w in per_set), 1.0)
+  assert per_set[1][0] == 0.0 and want > 0
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def _cfg(**train_kw):
   t = dict(learning_rate=0.2, momentum=0.9, weight_decay=0.01, lr_decay_epochs=20,
            lr_decay_factor=0.1, num_epochs=50, num_steps=100, batch_size=4)

@@ -211,6 +211,8 @@ def test_specs_and_shipped_configs():
   assert [ov.get('data.context', 0) for _, _, _, _, ov in cells[::10]] == [0, 1, 2, 4, 8]
   kind, targets, cells = sweep._cells(recipe_study.get_config('tvsum_more_data'))
   assert [ov.get('data.extra_sources') for _, _, _, _, ov in cells[::10]] == [None, targets]
+  kind, targets, cells = sweep._cells(recipe_study.get_config('tvsum_rank'))
+  assert [ov.get('loss.set_loss', 'kl') for _, _, _, _, ov in cells[::10]] == ['kl', 'rank', 'rank']
   # Every shipped table's title and paper numbers are about its own data; moved to another
   # dataset or source, a table names that one and shows no paper numbers.
   from app import tables
