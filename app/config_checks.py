@@ -79,6 +79,7 @@ RULES: dict[str, Rule] = {
                                                                         for x in v)),
                         'a tuple of integers >= 1, e.g. (1024, 256), or () for the variant\'s'),
     'model.variant': one_of('published', 'v1'),
+    'model.position': one_of('none', 'learned'),
     'model.dropout': number_in(0.0, 1.0, hi_open=True),
     'model.dtype': one_of('float32', 'bfloat16'),
     'sampling.set_size': int_at_least(2),
@@ -141,10 +142,29 @@ def validate(cfg) -> None:
                          'and evaluations: set data.val_fraction > 0 (e.g. 0.2) and '
                          'eval.every_steps > 0')
   _check_vary(flat)
+  _check_position(flat)
   width, heads = flat.get('model.width', -1), flat.get('model.num_heads', 1)
   if width > 0 and width % heads:
     raise UserInputError(f'config.model.width={width} is not divisible by '
                          f'model.num_heads={heads}: use a multiple of {heads}')
+
+
+def _check_position(flat: dict) -> None:
+  """model.position=learned: the slots must mean places in time, and nothing else."""
+  position = flat.get('model.position', 'none')
+  if position == 'none':
+    return
+  if not flat.get('model.use_encoder', True):
+    raise UserInputError(f'config.model.position={position!r} needs the set Transformer: set '
+                         'model.use_encoder=True (or model.position=none)')
+  if flat.get('sampling.mode') != 'window':
+    raise UserInputError(f'config.model.position={position!r} reads sets in time order, and '
+                         'random sets have none: set sampling.mode=window')
+  method = flat.get('method', '')
+  if method in methods.OBJECTIVES and methods.OBJECTIVES[method].reads_mixed_sets:
+    raise UserInputError(f'config.model.position={position!r} with method={method!r}: its mixed '
+                         "sets put the target's segments in the first slots, which positions "
+                         'would give away; use model.position=none')
 
 
 def _check_vary(flat: dict) -> None:

@@ -108,6 +108,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.head_dims = ()
   c.model.dropout = 0.5  # on the encoder's residual branches and after each ReLU of the heads
   c.model.use_encoder = True  # False = the paper's "w/o T" ablation
+  # none (paper: a set is permutation invariant) | learned (a named change: a learned vector
+  # per set slot, for sets in time order; needs sampling.mode=window and a method without
+  # mixed sets, whose slots would tell target from source)
+  c.model.position = 'none'
   # Compute dtype; parameters stay float32 (bfloat16: f32 master weights, f32 softmax and KL).
   c.model.dtype = 'float32'
   c.model.remat = False  # rematerialize encoder blocks (large batches)

@@ -1,6 +1,6 @@
 """The recipe study of docs/results.md (issues 9, 23): which training choices raise the
 category-specific SL-module's mAP on YouTube Highlights (round1, round2) and on TVSum (tvsum,
-tvsum_context, tvsum_more_data, tvsum_rank), chosen on source validation only.
+tvsum_context, tvsum_more_data, tvsum_rank, tvsum_order), chosen on source validation only.
 
   python launch.py --mode=sweep --config=configs/recipe_study.py --workdir=runs/recipe_study \
       --config.data.root=../shared/data/youtube_highlights
@@ -88,10 +88,18 @@ TVSUM_MORE_DATA = (BASE, f'{BASE}:data.extra_sources={TVSUM!r}')
 TVSUM_RANK = (BASE,) + tuple(f"{BASE}:loss.set_loss='rank',loss.rank_margin={m}" for m in (0.4, 1.0))
 
 
+# TVSum, round 7: a model that reads the video in order. The set Transformer T on the published
+# code's windows (sampling.mode=window: contiguous segments in time order, as inference's
+# windows are), without and with a learned vector per slot (model.position=learned, a named
+# change), so that the second row's difference to the first is what order adds.
+TVSUM_ORDER = (BASE, f'{ENC}:sampling.mode=window',
+               f"{ENC}:sampling.mode=window,model.position='learned'")
+
+
 def get_config(preset: str = 'round1'):
   rounds = {'round1': ROUND1, 'round2': ROUND2, 'tvsum': TVSUM_ROUND,
             'tvsum_context': TVSUM_CONTEXT, 'tvsum_more_data': TVSUM_MORE_DATA,
-            'tvsum_rank': TVSUM_RANK}
+            'tvsum_rank': TVSUM_RANK, 'tvsum_order': TVSUM_ORDER}
   if (preset or 'round1') not in rounds:
     raise ValueError(f'unknown preset {preset!r} for recipe_study.py; presets: '
                      f'{", ".join(rounds)}')

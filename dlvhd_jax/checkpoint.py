@@ -82,7 +82,7 @@ def config_fingerprint(config: dict) -> dict[str, Any]:
 LEGACY_DEFAULTS = {'model.variant': 'v1', 'data.num_folds': 5, 'data.fold': 0,
                    'data.graded_label': 'mean', 'loss.distill_to': 'both',
                    'data.context': 0, 'data.extra_sources': [], 'loss.set_loss': 'kl',
-                   'loss.rank_margin': 0.5}
+                   'loss.rank_margin': 0.5, 'model.position': 'none'}
 
 
 def with_legacy_defaults(config: dict) -> dict:

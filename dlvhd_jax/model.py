@@ -3,7 +3,9 @@
 SPEC: pre-LN Transformer blocks without positional encoding (a set is permutation
 invariant), padding positions masked in attention, dropout on both residual branches,
 and MLP scoring heads FC -> ReLU -> Drop -> FC -> ReLU -> Drop -> FC(., 1) whose output is
-mapped to (-1, 1) by 2*sigmoid(.) - 1.
+mapped to (-1, 1) by 2*sigmoid(.) - 1. `config.model.position=learned` (a named change, off by
+default) adds a learned vector per set slot, so that a set drawn as a window in time order
+(`sampling.mode=window`, as inference's windows are) is read in order.
 
 `config.model.variant` fixes what the paper leaves open. `published` follows the authors'
 code (network/transformer.py, network/score_net.py): attention logits scaled by
@@ -31,6 +33,9 @@ from dlvhd_jax.errors import UserInputError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 VARIANTS = ('published', 'v1')
+# How the encoder sees a segment's place in its set: none (the paper: a set is permutation
+# invariant) | learned (a named change: slot j of a set in time order gets a learned vector).
+POSITIONS = ('none', 'learned')
 V1_HEAD_DIMS = (1024, 256)
 
 
@@ -142,12 +147,19 @@ class SetEncoder(nnx.Module):
   """Shared set Transformer T: [B, N, D] features -> [B, N, W] contextual embeddings."""
 
   def __init__(self, in_dim: int, width: int, depth: int, num_heads: int, mlp_dim: int,
-               dropout_rate: float, *, variant: str, dtype, remat: bool, rngs: nnx.Rngs):
+               dropout_rate: float, *, variant: str, dtype, remat: bool, rngs: nnx.Rngs,
+               position: str = 'none', set_size: int = 0):
     self.dtype = dtype
     self.remat = remat
     # The paper has no input projection (width = feature dim); a different width adds one.
     self.proj = (linear(in_dim, width, variant, dtype=dtype, rngs=rngs)
                  if width != in_dim else None)
+    if position not in POSITIONS:
+      raise UserInputError(f'config.model.position={position!r} is not one of {list(POSITIONS)}')
+    # One vector per slot of an N-segment window, ViT's initialization (N(0, 0.02^2)): small
+    # against the features, so training starts from the permutation-invariant model.
+    self.position = (nnx.Param(0.02 * jax.random.normal(rngs.params(), (set_size, width)))
+                     if position == 'learned' else None)
     self.blocks = nnx.List([
         EncoderBlock(width, num_heads, mlp_dim, dropout_rate, variant=variant, dtype=dtype,
                      rngs=rngs)
@@ -157,6 +169,12 @@ class SetEncoder(nnx.Module):
     x = x.astype(self.dtype)
     if self.proj is not None:
       x = self.proj(x)
+    if self.position is not None:
+      n = x.shape[1]
+      if n > self.position.shape[0]:
+        raise ValueError(f'a set of {n} segments is longer than the {self.position.shape[0]} '
+                         'learned positions (sampling.set_size)')
+      x = x + self.position[...][:n].astype(self.dtype)
     for i, block in enumerate(self.blocks):
       if self.remat:
         x = nnx.remat(lambda blk, x_, m_, k_: blk(x_, m_, k_))(block, x, mask, _fold(key, i))
@@ -189,10 +207,12 @@ class HighlightModel(nnx.Module):
 
   def __init__(self, in_dim: int, *, width: int, depth: int, num_heads: int, mlp_dim: int,
                head_dims: Sequence[int], heads: Sequence[str], dropout_rate: float,
-               use_encoder: bool, dtype, remat: bool, rngs: nnx.Rngs, variant: str = 'v1'):
+               use_encoder: bool, dtype, remat: bool, rngs: nnx.Rngs, variant: str = 'v1',
+               position: str = 'none', set_size: int = 0):
     self.dtype = dtype
     self.encoder = (SetEncoder(in_dim, width, depth, num_heads, mlp_dim, dropout_rate,
-                               variant=variant, dtype=dtype, remat=remat, rngs=rngs)
+                               variant=variant, dtype=dtype, remat=remat, rngs=rngs,
+                               position=position, set_size=set_size)
                     if use_encoder else None)
     head_in = width if use_encoder else in_dim
     self.heads = nnx.Dict({name: ScoringHead(head_in, head_dims, dropout_rate, variant=variant,
@@ -250,7 +270,9 @@ def build_model(cfg, in_dim: int, heads: Sequence[str], seed) -> HighlightModel:
       in_dim, width=width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_ratio * width,
       head_dims=resolved_head_dims(cfg, in_dim), heads=heads, dropout_rate=m.dropout,
       use_encoder=m.use_encoder, dtype=canonical_dtype(m.dtype), remat=m.remat,
-      rngs=nnx.Rngs(params=seed), variant=variant_of(cfg))
+      rngs=nnx.Rngs(params=seed), variant=variant_of(cfg),
+      # .get: a config saved before model.position existed had none.
+      position=m.get('position', 'none'), set_size=int(cfg.sampling.set_size))
 
 
 def train_flops_per_set(n: int, in_dim: int, width: int, depth: int, mlp_dim: int,

@@ -64,6 +64,12 @@ class Objective:
   # sets encoded; fine on source + target, coarse on mixed + target).
   passes: tuple[int, int] = (1, 1)
 
+  @property
+  def reads_mixed_sets(self) -> bool:
+    """Whether a head trains on mixed sets (DL-VHD's coarse learner), whose first k slots
+    hold the target's segments."""
+    return self.uses_target and 'coarse' in self.heads
+
   def apply_update(self, graphdef, tx, params, opt_state, batch: SetBatch, key,
                    ctx: StepContext):
     """The objective's update, the same signature for every method."""

@@ -52,6 +52,24 @@ def test_permutation_equivariance_no_positional_encoding():
   np.testing.assert_allclose(b, a[:, perm], rtol=1e-5, atol=1e-6)
 
 
+def test_learned_positions_add_one_vector_per_slot():
+  """model.position=learned: the encoder reads x_j + p_j (slot j's vector), so order matters;
+  with p = 0 it is the permutation-equivariant set model again."""
+  m = make(width=24, position='learned')  # width = features: no projection before p is added
+  x, mask = inputs()
+  x, mask = x[:1], jnp.ones((1, 7), bool)
+  p = np.asarray(m.encoder.position[...])
+  assert p.shape == (20, 24) and 0 < p.std() < 0.05  # sampling.set_size slots, small init
+  got = fwd(m, x, mask)['fine']
+  m.encoder.position[...] = jnp.zeros_like(m.encoder.position[...])
+  np.testing.assert_allclose(fwd(m, x + p[None, :7], mask)['fine'], got, rtol=1e-5, atol=1e-6)
+  perm = np.random.RandomState(1).permutation(7)
+  np.testing.assert_allclose(fwd(m, x[:, perm], mask)['fine'], fwd(m, x, mask)['fine'][:, perm],
+                             rtol=1e-5, atol=1e-6)
+  m.encoder.position[...] = jnp.asarray(p)
+  assert not np.allclose(fwd(m, x[:, perm], mask)['fine'], got[:, perm], atol=1e-4)
+
+
 def test_padding_positions_do_not_affect_valid_ones():
   m = make()
   x, mask = inputs()

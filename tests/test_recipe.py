@@ -211,3 +211,43 @@ def test_extra_sources_add_other_categories_training_videos(tmp_path):
   assert ids(load('diving', 'climbing', ('rowing',)).source_train)[-len(extra[1]):] == ids(extra[1])
   with pytest.raises(UserInputError, match=r"data.extra_sources entry='skating' is not"):
     load('diving', 'diving', ('skating',))
+
+
+def test_learned_positions_train_on_windows_and_predict_in_order(tmp_path):
+  """model.position=learned end to end: trained on windows, its test scores are what predict
+  gives (the slots' vectors reach inference); and the settings it cannot mean are refused."""
+  import launch  # pylint: disable=import-outside-toplevel
+  from app import config_checks  # pylint: disable=import-outside-toplevel
+  from configs import youtube_surfing  # pylint: disable=import-outside-toplevel
+  root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
+                                           max_len=16, dim=16)
+  wd = tmp_path / 'wd'
+  argv = ['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={wd}',
+          f'--config.data.root={root}', '--config.data.source_category=diving',
+          '--config.data.target_category=diving', '--config.method=sl',
+          '--config.sampling.mode=window', '--config.model.position=learned',
+          *tiny_overrides(**{'sampling.set_size': 8})]
+  assert launch.main(argv) == 0
+  assert np.isfinite(json.loads((wd / 'results.json').read_text())['map'])
+  det = detector.HighlightDetector.from_workdir(str(wd))
+  assert det._params['encoder']['position'][...].shape == (8, 32)  # pylint: disable=protected-access
+  saved = np.load(wd / 'test_scores.npz')
+  for v in experiment.load_data(detector.recorded_config(str(wd)), str(wd),
+                                need_target_train=False).target_test[:2]:
+    want = np.asarray(saved[v.vid], np.float64).reshape(-1, len(v.features)).mean(0)
+    np.testing.assert_allclose(det.scores(v.features), want, rtol=1e-4, atol=1e-6)
+
+  cfg = youtube_surfing.get_config()
+  cfg.model.position, cfg.sampling.mode = 'learned', 'window'
+  for field, value, message in (('method', 'dlvhd', 'mixed sets put the target'),
+                                ('sampling.mode', 'random', 'set sampling.mode=window'),
+                                ('model.use_encoder', False, 'needs the set Transformer')):
+    bad = cfg.copy_and_resolve_references()
+    group, _, key = field.rpartition('.')
+    (bad[group] if group else bad)[key] = value
+    if field != 'method':
+      bad.method = 'sl'
+    with pytest.raises(UserInputError, match=message):
+      config_checks.validate(bad)
+  cfg.method = 'sl'
+  config_checks.validate(cfg)

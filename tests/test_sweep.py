@@ -213,6 +213,10 @@ def test_specs_and_shipped_configs():
   assert [ov.get('data.extra_sources') for _, _, _, _, ov in cells[::10]] == [None, targets]
   kind, targets, cells = sweep._cells(recipe_study.get_config('tvsum_rank'))
   assert [ov.get('loss.set_loss', 'kl') for _, _, _, _, ov in cells[::10]] == ['kl', 'rank', 'rank']
+  kind, targets, cells = sweep._cells(recipe_study.get_config('tvsum_order'))
+  assert [(ov.get('model.use_encoder', True), ov.get('sampling.mode', 'random'),
+           ov.get('model.position', 'none')) for _, _, _, _, ov in cells[::10]] == [
+               (False, 'random', 'none'), (True, 'window', 'none'), (True, 'window', 'learned')]
   # Every shipped table's title and paper numbers are about its own data; moved to another
   # dataset or source, a table names that one and shows no paper numbers.
   from app import tables
