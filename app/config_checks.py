@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Callable
 
-from dlvhd_jax import hparams, losses, methods
+from dlvhd_jax import hparams, losses, methods, model
 from dlvhd_jax.checkpoint import flatten_config
 from dlvhd_jax.errors import UserInputError
 
@@ -79,7 +79,7 @@ RULES: dict[str, Rule] = {
                                                                         for x in v)),
                         'a tuple of integers >= 1, e.g. (1024, 256), or () for the variant\'s'),
     'model.variant': one_of('published', 'v1'),
-    'model.position': one_of('none', 'learned'),
+    'model.position': one_of(*model.POSITIONS),
     'model.dropout': number_in(0.0, 1.0, hi_open=True),
     'model.dtype': one_of('float32', 'bfloat16'),
     'sampling.set_size': int_at_least(2),
