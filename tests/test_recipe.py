@@ -146,19 +146,25 @@ def test_context_appends_the_mean_of_the_window():
   np.testing.assert_array_equal(out.source_train[0].labels, data.source_train[0].labels)
 
 
-def test_recipe_options_train_end_to_end(tmp_path):
+def _train_tiny(tmp_path, target: str, flags: list[str], **overrides):
+  """A tiny run on synthetic data from diving to `target` -> its workdir."""
   import launch  # pylint: disable=import-outside-toplevel
   root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
                                            max_len=16, dim=16)
   wd = tmp_path / 'wd'
   argv = ['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={wd}',
           f'--config.data.root={root}', '--config.data.source_category=diving',
-          '--config.data.target_category=climbing', '--config.train.optimizer=adamw',
-          '--config.train.lr_schedule=cosine', '--config.train.warmup_steps=10',
-          '--config.data.normalize=standardize', '--config.loss.temperature=0.5',
-          '--config.data.context=1',
-          *tiny_overrides(**{'train.learning_rate': 0.01, 'train.log_every_steps': 5})]
+          f'--config.data.target_category={target}', *flags, *tiny_overrides(**overrides)]
   assert launch.main(argv) == 0
+  return wd
+
+
+def test_recipe_options_train_end_to_end(tmp_path):
+  wd = _train_tiny(tmp_path, 'climbing', [
+      '--config.train.optimizer=adamw', '--config.train.lr_schedule=cosine',
+      '--config.train.warmup_steps=10', '--config.data.normalize=standardize',
+      '--config.loss.temperature=0.5', '--config.data.context=1'],
+      **{'train.learning_rate': 0.01, 'train.log_every_steps': 5})
   lines = [json.loads(x) for x in (wd / 'metrics.jsonl').read_text().splitlines()]
   lrs = {x['step']: x['lr'] for x in lines if 'lr' in x}
   # The logged learning rate is the mean over the interval's steps (warmup, then cosine).
@@ -216,18 +222,11 @@ def test_extra_sources_add_other_categories_training_videos(tmp_path):
 def test_learned_positions_train_on_windows_and_predict_in_order(tmp_path):
   """model.position=learned end to end: trained on windows, its test scores are what predict
   gives (the slots' vectors reach inference); and the settings it cannot mean are refused."""
-  import launch  # pylint: disable=import-outside-toplevel
   from app import config_checks  # pylint: disable=import-outside-toplevel
   from configs import youtube_surfing  # pylint: disable=import-outside-toplevel
-  root = synthetic.write_synthetic_dataset(str(tmp_path / 'd'), videos_per_category=6, min_len=8,
-                                           max_len=16, dim=16)
-  wd = tmp_path / 'wd'
-  argv = ['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={wd}',
-          f'--config.data.root={root}', '--config.data.source_category=diving',
-          '--config.data.target_category=diving', '--config.method=sl',
-          '--config.sampling.mode=window', '--config.model.position=learned',
-          *tiny_overrides(**{'sampling.set_size': 8})]
-  assert launch.main(argv) == 0
+  wd = _train_tiny(tmp_path, 'diving', ['--config.method=sl', '--config.sampling.mode=window',
+                                        '--config.model.position=learned'],
+                   **{'sampling.set_size': 8})
   assert np.isfinite(json.loads((wd / 'results.json').read_text())['map'])
   det = detector.HighlightDetector.from_workdir(str(wd))
   assert det._params['encoder']['position'][...].shape == (8, 32)  # pylint: disable=protected-access
