@@ -20,7 +20,7 @@ def resolve(path: str) -> str:
   return os.path.abspath(os.path.expanduser(os.path.expandvars(path))) if path else ''
 
 
-def enable(path: str, min_compile_seconds: float = 1.0) -> str:
+def enable(path: str, min_compile_seconds: float | None = None) -> str:
   """Points JAX's persistent cache at `path` ('' turns it off); call before compiling.
   Programs that compile in under `min_compile_seconds` are not worth a disk write and read.
   Returns the folder used ('' when off). A folder that cannot be created turns it off
@@ -32,6 +32,6 @@ def enable(path: str, min_compile_seconds: float = 1.0) -> str:
     except OSError:
       folder = ''
   jax.config.update('jax_compilation_cache_dir', folder or None)
-  if folder:
+  if folder and min_compile_seconds is not None:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', float(min_compile_seconds))
   return folder

@@ -12,7 +12,7 @@ import sys
 # Tests check what programs compute, not how fast: XLA's CPU backend compiles without LLVM's
 # expensive optimizations (compiling is most of the suite's time; these flags cut it by about
 # a third). Set before jax starts; launch.py subprocesses inherit them (subprocess_env).
-TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+TEST_XLA_FLAGS = os.environ.get('TXF', '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true')
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 import jax  # noqa: E402  pylint: disable=wrong-import-position

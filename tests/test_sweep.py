@@ -1,10 +1,11 @@
 """--mode=sweep end to end on the synthetic data: tables, sensitivity curves, resuming."""
 import json
 import os
+import types
 
 import pytest
 
-from conftest import run_launch, tiny_overrides
+from conftest import tiny_overrides
 
 # A sweep config over the embedded synthetic data (configs/demo.py with a sweep group).
 SWEEP_CONFIG = '''
@@ -36,6 +37,15 @@ def sweep_config(tmp_path):
   return str(path)
 
 
+def _launch(capfd, args):
+  """launch.py in this process (a sweep's cells reuse its compiled programs) -> .returncode,
+  .stderr; what a user sees from the command, fd-level (native code's lines too)."""
+  import launch  # pylint: disable=import-outside-toplevel
+  capfd.readouterr()
+  code = launch.main(['launch.py', '--noprogress', *args])
+  return types.SimpleNamespace(returncode=code, stderr=capfd.readouterr().err)
+
+
 def _args(config, workdir, data):
   return [f'--config={config}', f'--workdir={workdir}', '--mode=sweep',
           f'--config.data.root={data}',
@@ -43,12 +53,12 @@ def _args(config, workdir, data):
 
 
 @pytest.mark.slow
-def test_methods_table_and_resume(tmp_path, sweep_config):
+def test_methods_table_and_resume(tmp_path, sweep_config, capfd):
   """Two seeds per cell (one vectorized program each): intervals, the paired comparison
   with source-only, and bold only where a row is significantly best."""
   wd, data = tmp_path / 'sweep', tmp_path / 'data'
   args = [*_args(sweep_config, wd, data), '--config.num_seeds=2']
-  proc = run_launch(args, timeout=300)
+  proc = _launch(capfd, args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ('table.md', 'table.json', 'table.png'):
     assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
@@ -91,16 +101,15 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
 
   # Rerun (a logging change only): every cell is read back, nothing trains again.
   stamps = {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
-  proc = run_launch([*args, '--config.train.log_every_steps=5'], timeout=120)
+  proc = _launch(capfd, [*args, '--config.train.log_every_steps=5'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('skipped') == 4
   assert stamps == {p: os.path.getmtime(wd / p / 'results.json') for p in runs}
   assert json.loads((wd / 'table.json').read_text())['map'] == table['map']
 
   # Tabulating only what finished: a row not run yet reads "–", nothing trains.
-  proc = run_launch([*args, '--config.sweep.train_missing=False',
-                     '--config.sweep.methods=("sl", "coral:uda.coral.weight=2.0", "dan")'],
-                    timeout=120)
+  proc = _launch(capfd, [*args, '--config.sweep.train_missing=False',
+                     '--config.sweep.methods=("sl", "coral:uda.coral.weight=2.0", "dan")'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('not run yet') == 2 and not (wd / 'dan__climbing').exists()
   partial = json.loads((wd / 'table.json').read_text())
@@ -111,28 +120,28 @@ def test_methods_table_and_resume(tmp_path, sweep_config):
   # A finished cell measured under another config is refused, not tabulated as this sweep's;
   # redo_stale moves it aside and trains it again.
   one = ['--config.sweep.methods=("sl",)', '--config.sweep.targets=("climbing",)']
-  proc = run_launch([*args, *one, '--config.train.learning_rate=0.01'], timeout=120)
+  proc = _launch(capfd, [*args, *one, '--config.train.learning_rate=0.01'])
   assert proc.returncode != 0
   assert 'sl__climbing finished with train.learning_rate=' in proc.stderr
   assert 'redo_stale' in proc.stderr and 'Traceback' not in proc.stderr
   assert os.path.getmtime(wd / 'sl__climbing' / 'results.json') == stamps['sl__climbing']
-  proc = run_launch([*args, *one, '--config.train.learning_rate=0.01',
-                     '--config.sweep.redo_stale=True'], timeout=300)
+  proc = _launch(capfd, [*args, *one, '--config.train.learning_rate=0.01',
+                     '--config.sweep.redo_stale=True'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (wd / 'sl__climbing.stale' / 'results.json').is_file()
   redone = json.loads((wd / 'sl__climbing' / 'config.json').read_text())['history']
   assert len(redone) == 1 and redone[0]['config']['train']['learning_rate'] == 0.01
   # A second redo would overwrite the kept copy: refused, nothing moved.
-  proc = run_launch([*args, *one, '--config.train.learning_rate=0.02',
-                     '--config.sweep.redo_stale=True'], timeout=120)
+  proc = _launch(capfd, [*args, *one, '--config.train.learning_rate=0.02',
+                     '--config.sweep.redo_stale=True'])
   assert proc.returncode != 0 and 'sl__climbing.stale exists already' in proc.stderr
   assert (wd / 'sl__climbing' / 'results.json').is_file()
 
 
-def test_sensitivity_sweep(tmp_path, sweep_config):
+def test_sensitivity_sweep(tmp_path, sweep_config, capfd):
   wd, data = tmp_path / 'sens', tmp_path / 'data'
-  proc = run_launch([*_args(f'{sweep_config}:sensitivity', wd, data),
-                     '--config.sweep.targets=("climbing",)'], timeout=300)
+  proc = _launch(capfd, [*_args(f'{sweep_config}:sensitivity', wd, data),
+                     '--config.sweep.targets=("climbing",)'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((wd / 'table.json').read_text())
   assert table['kind'] == 'sensitivity' and table['param'] == 'loss.distill_weight'
@@ -145,14 +154,14 @@ def test_sensitivity_sweep(tmp_path, sweep_config):
   assert (wd / 'table.png').stat().st_size > 0 and 'trade-off λ' in (wd / 'table.md').read_text()
 
 
-def test_bad_method_is_a_one_line_error(tmp_path, sweep_config):
-  proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
-                     '--config.sweep.methods=("sl", "nosuch")'], timeout=120)
+def test_bad_method_is_a_one_line_error(tmp_path, sweep_config, capfd):
+  proc = _launch(capfd, ['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
+                     '--config.sweep.methods=("sl", "nosuch")'])
   assert proc.returncode == 2 and "config.method='nosuch' is invalid" in proc.stderr
   assert 'Traceback' not in proc.stderr
   # A bad override of any cell fails before the first run trains.
-  proc = run_launch(['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
-                     '--config.sweep.methods=("sl", "dlvhd:sampling.mode=bogus")'], timeout=120)
+  proc = _launch(capfd, ['--config=configs/table4.py', f'--workdir={tmp_path}', '--mode=sweep',
+                     '--config.sweep.methods=("sl", "dlvhd:sampling.mode=bogus")'])
   assert proc.returncode == 2 and 'sampling.mode' in proc.stderr, proc.stderr[-2000:]
   assert not any(p.name.startswith('sl__') for p in tmp_path.iterdir())
   # Every fold of a split that has none.
