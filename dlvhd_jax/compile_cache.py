@@ -22,7 +22,9 @@ def resolve(path: str) -> str:
 
 def enable(path: str, min_compile_seconds: float | None = None) -> str:
   """Points JAX's persistent cache at `path` ('' turns it off); call before compiling.
-  Programs that compile in under `min_compile_seconds` are not worth a disk write and read.
+  Programs that compile in under `min_compile_seconds` are not worth a disk write and read;
+  None keeps JAX's threshold (1 s, or JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS: the test
+  suite sets 0, where a program recurs in many short processes).
   Returns the folder used ('' when off). A folder that cannot be created turns it off
   rather than failing the run."""
   folder = resolve(path)

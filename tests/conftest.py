@@ -12,8 +12,13 @@ import sys
 # Tests check what programs compute, not how fast: XLA's CPU backend compiles without LLVM's
 # expensive optimizations (compiling is most of the suite's time; these flags cut it by about
 # a third). Set before jax starts; launch.py subprocesses inherit them (subprocess_env).
-TEST_XLA_FLAGS = os.environ.get('TXF', '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true')
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# ...and at -O0 most programs compile in under JAX's 1 s threshold for the persistent cache:
+# the suite caches every program instead, so that the many launch.py subprocesses of one tiny
+# config load what the first compiled (-13% CPU time of test_launch, test_reliability and
+# test_seeds on a cold cache). Subprocesses inherit it; runs outside the suite keep 1 s.
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 import jax  # noqa: E402  pylint: disable=wrong-import-position
 import pytest  # noqa: E402  pylint: disable=wrong-import-position
