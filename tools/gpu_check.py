@@ -84,7 +84,8 @@ EXTRACT_I3D = {
            'benchmark.clip_frames': 9, 'dtype': 'float32', 'batch_size': 1, 'decode_threads': 1,
            'queue_size': 1, 'benchmark.matmul_size': 256},
 }
-TINY_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
+TINY_XLA_FLAGS = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true',
+                  '--xla_cpu_use_fusion_emitters=false')
 # Seconds each check may take at most (full mode); the whole run also stops at --budget_s.
 CAPS = {'paper_step': 210, 'compile': 90, 'seeds_1': 45, 'seeds_8': 60, 'extract_pyav': 50,
         'extract_nvdec': 50, 'extract_i3d_pyav': 60, 'extract_i3d_nvdec': 60}
