@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, TEST_XLA_FLAGS
 
 VIDEOS = os.path.join(SHARED_DATA, 'videos')
 # What the tiny lines are checked for: each key present and a positive number.
@@ -94,9 +94,9 @@ def test_gpu_check_tiny_decodes_real_video(gpu_check):
 
 def test_memory_report_tiny_fsdp_shards_the_state(tmp_path):
   # LLVM's optimization level changes compile time, not XLA's buffer sizes (checked: the same
-  # bytes at level 0 and the default), so the test compiles at level 0.
-  env = _env(XLA_FLAGS=('--xla_backend_optimization_level=0 '
-                        '--xla_llvm_disable_expensive_passes=true'))
+  # bytes at level 0 and the default), so the test compiles with the suite's flags (the loop
+  # emitters may change temp bytes, which nothing below compares across runs).
+  env = _env(XLA_FLAGS=TEST_XLA_FLAGS)
   proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'memory_report.py'),
                          '--width=32', '--depth=1', '--heads=2', '--feature_dim=32',
                          '--devices=4', '--fsdp=1,4', '--num_seeds=2'],
