@@ -8,6 +8,7 @@ TensorBoard reads after the old one (the steps logged twice show the rerun's val
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import sys
 from dlvhd_jax.files import is_primary, write_atomic, writing
 
 TENSORBOARD_DIR = 'tensorboard'
+_WRITERS = itertools.count()
 
 
 def _summary_writer(logdir: str):
@@ -30,7 +32,11 @@ def _summary_writer(logdir: str):
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
     finally:
       del sys.modules['torch']
-  return SummaryWriter(logdir, flush_secs=5)
+  # tensorboardX names an event file by the second it opens and the host, and opens it with
+  # 'wb': a second writer in the same second (a short run's training log, then its test mAP)
+  # would truncate the first file. The process id and a counter keep each writer's own file.
+  suffix = f'.{os.getpid()}.{next(_WRITERS):04d}'
+  return SummaryWriter(logdir, flush_secs=5, filename_suffix=suffix)
 
 
 def _finite(v) -> bool:

@@ -73,3 +73,17 @@ def test_scalars_are_written_without_importing_torch(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip() == 'False'
   assert read_scalars(str(tmp_path / 'tensorboard')) == {'loss': {3: 0.25}}
+
+
+def test_two_writers_in_one_second_keep_both_files(tmp_path):
+  """A short run opens its training writer and, at the end, another for the test mAP, often in
+  the same second: tensorboardX names files by the second, so the second writer must not
+  truncate the first's file (it did: the training scalars vanished now and then)."""
+  from dlvhd_jax import metrics_log  # pylint: disable=import-outside-toplevel
+  a = metrics_log.MetricsWriter(str(tmp_path))
+  a.write({'step': 1, 'loss': 0.5})
+  a.close()
+  b = metrics_log.MetricsWriter(str(tmp_path))
+  b.scalars(1, {'test_map': 0.75})
+  b.close()
+  assert read_scalars(str(tmp_path / 'tensorboard')) == {'loss': {1: 0.5}, 'test_map': {1: 0.75}}
