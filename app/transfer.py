@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from app import experiment, sweep, tables
+from data_pipelines import datasets
 from dlvhd_jax import evaluation, files, methods, objectives, parallel, replica_axis, stats
 from dlvhd_jax import train, train_step
 from dlvhd_jax.errors import UserInputError
@@ -41,11 +42,26 @@ SCORES = 'transfer_scores.npz'
 METRICS = ('map', 'map_umt')
 
 
-def categories(cfg) -> tuple[str, ...]:
+def categories(cfg, data_root: str | None) -> tuple[str, ...]:
+  """sweep.targets, or when it is empty every category of the dataset at `data_root`; each
+  checked against the data there (not read when `data_root` is None)."""
   cats = tuple(cfg.sweep.get('targets', ()) or ())
+  if data_root is not None:
+    data_cfg = cfg.data.copy_and_resolve_references()
+    data_cfg.root = data_root
+    have = tuple(datasets.get(cfg.data.get('name', 'youtube_highlights')).categories(data_cfg))
+    # (ActivityNet's loader also takes a unique prefix of a category's name.)
+    unknown = [c for c in cats if not any(h.lower().startswith(c.lower()) for h in have)]
+    if unknown:
+      raise UserInputError(f'config.sweep.targets names {unknown[0]!r}, which is not a category '
+                           f'of {data_root}; categories there: {list(have)} (or () for all)')
+    cats = cats or have
   if len(cats) < 2:
     raise UserInputError(f'config.sweep.targets={cats!r}: a transfer matrix needs at least two '
-                         'categories (e.g. --config.sweep.targets="(\'dog\',\'surfing\')")')
+                         'categories (e.g. --config.sweep.targets="(\'dog\',\'surfing\')", or '
+                         '() for every category of the data)')
+  if len(set(cats)) != len(cats):
+    raise UserInputError(f'config.sweep.targets={cats!r} names a category twice: name each once')
   return cats
 
 
@@ -335,10 +351,12 @@ def _train_and_evaluate(cfg, workdir, data_root, cats, c, fold, progress):
 
 
 def run(cfg, workdir: str, progress: bool = True) -> int:
-  cats = categories(cfg)
   experiment.check_writable(workdir)
+  if cfg.sweep.get('targets', ()):
+    categories(cfg, None)  # named categories are checked before anything is written
   os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
+  cats = categories(cfg, data_root)
   folds = _folds(cfg)
   # Every cell's config is checked before anything trains, and a finished cell measured under
   # another config is refused (or moved aside: sweep.redo_stale), as in a table's sweep.

@@ -76,6 +76,10 @@ def categories(anno: dict) -> list[str]:
   return [n['nodeName'] for n in anno['taxonomy'] if level.get(n['nodeName']) == n['nodeName']]
 
 
+def list_categories(data_cfg) -> list[str]:
+  return categories(read(open_store(data_cfg)))
+
+
 def resolve_category(name: str, cats: list[str]) -> str | None:
   """A category by its full name or by a case-insensitive prefix naming one category only
   ('sport', 'household', 'eat', 'personal', 'social' in v1.3)."""

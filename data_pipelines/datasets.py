@@ -187,6 +187,12 @@ class Dataset:
     loaders import this module's schema."""
     return importlib.import_module(self.module).load_cross_category
 
+  @property
+  def categories(self) -> Callable:
+    """categories(data_cfg) -> every category of the dataset at data_cfg.root, in the order
+    its loader names them (what a transfer matrix spans when sweep.targets is empty)."""
+    return importlib.import_module(self.module).list_categories
+
 
 DATASETS = {
     'youtube_highlights': Dataset('data_pipelines.youtube_highlights', 'map'),

@@ -273,11 +273,19 @@ def training_label(per_annotator: np.ndarray, rule: str = 'mean') -> np.ndarray:
   return y.astype(np.float32)
 
 
+def _categories(anno: dict) -> list[str]:
+  return sorted({e['category'] for e in anno.values()})
+
+
+def list_categories(data_cfg) -> list[str]:
+  return _categories(read_annotations(open_store(data_cfg), data_cfg.get('annotation', 'official'))[0])
+
+
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:
   """Source train, target train (labels hidden) and target test videos of TVSum."""
   root = open_store(data_cfg)
   anno, layout = read_annotations(root, data_cfg.get('annotation', 'official'))
-  cats = sorted({e['category'] for e in anno.values()})
+  cats = _categories(anno)
   for field in ('source_category', 'target_category'):
     if data_cfg[field] not in cats:
       raise UserInputError(f'data.{field}={data_cfg[field]!r} is not a TVSum category of '

@@ -104,6 +104,10 @@ def categories(anno: dict) -> list[str]:
   return sorted({e['domain'] for e in anno.values()})
 
 
+def list_categories(data_cfg) -> list[str]:
+  return categories(load_annotations(open_store(data_cfg)))
+
+
 def check_category(anno: dict, category: str, field: str, root) -> None:
   if category not in categories(anno):
     raise UserInputError(f'data.{field}={category!r} is not a domain of '

@@ -11,6 +11,7 @@ import launch
 from app import experiment, transfer
 from conftest import tiny_overrides
 from dlvhd_jax import stats
+from dlvhd_jax.errors import UserInputError
 
 CATS = ('diving', 'climbing', 'cycling')
 
@@ -96,6 +97,35 @@ def test_one_category_is_a_one_line_error(tmp_path, capsys):
                '--config.data.name=synthetic', "--config.sweep.targets=('diving',)") == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'at least two categories' in err[0]
+
+
+def test_an_empty_target_list_spans_every_category_of_the_data(tmp_path):
+  from test_activitynet import TOP, write_activitynet  # pylint: disable=g-import-not-at-top
+  from test_tvsum import write_tvsum  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from configs import transfer_matrix  # pylint: disable=g-import-not-at-top
+  yt = str(tmp_path / 'yt')
+  synthetic.write_synthetic_dataset(yt, categories=('rowing', 'diving', 'archery'),
+                                    videos_per_category=4)
+  roots = {'synthetic': yt, 'tvsum': write_tvsum(str(tmp_path / 'tv'), 'public'),
+           'activitynet': write_activitynet(str(tmp_path / 'an'))[0]}
+  want = {'synthetic': ('archery', 'diving', 'rowing'), 'tvsum': ('BK', 'VT'),
+          'activitynet': tuple(TOP)}
+  for name, root in roots.items():
+    cfg = transfer_matrix.get_config()
+    cfg.data.name = name
+    if name == 'tvsum':
+      cfg.data.annotation = 'public'
+    assert transfer.categories(cfg, root) == want[name], name
+  cfg.sweep.targets = ('household', 'sport')  # ActivityNet's loader takes unique prefixes
+  assert transfer.categories(cfg, roots['activitynet']) == ('household', 'sport')
+  cfg = transfer_matrix.get_config()
+  cfg.data.name = 'synthetic'
+  for targets, words in ((('diving', 'surfing'), "names 'surfing'"),
+                         (('diving', 'diving'), 'twice')):
+    cfg.sweep.targets = targets
+    with pytest.raises(UserInputError, match=words):
+      transfer.categories(cfg, yt)
 
 
 def test_a_cell_of_another_config_is_refused(matrix_run, capsys):
