@@ -354,9 +354,9 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   experiment.check_writable(workdir)
   if cfg.sweep.get('targets', ()):
     categories(cfg, None)  # named categories are checked before anything is written
-  os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
-  cats = categories(cfg, data_root)
+  cats = categories(cfg, data_root)  # a data root without annotations fails here, before mkdir
+  os.makedirs(workdir, exist_ok=True)
   folds = _folds(cfg)
   # Every cell's config is checked before anything trains, and a finished cell measured under
   # another config is refused (or moved aside: sweep.redo_stale), as in a table's sweep.

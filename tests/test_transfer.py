@@ -99,6 +99,15 @@ def test_one_category_is_a_one_line_error(tmp_path, capsys):
   assert len(err) == 1 and 'at least two categories' in err[0]
 
 
+def test_a_missing_data_root_is_one_line_and_writes_nothing(tmp_path, capsys):
+  work = tmp_path / 'sweep'
+  assert _main('--mode=sweep', '--config=configs/transfer_matrix.py:tvsum', f'--workdir={work}',
+               f'--config.data.root={tmp_path / "absent"}', '--config.sweep.targets=()') == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'data.root=' in err[0] and 'does not exist' in err[0], err
+  assert not work.exists()
+
+
 def test_an_empty_target_list_spans_every_category_of_the_data(tmp_path):
   from test_activitynet import TOP, write_activitynet  # pylint: disable=g-import-not-at-top
   from test_tvsum import write_tvsum  # pylint: disable=g-import-not-at-top
