@@ -44,6 +44,22 @@ def resolve_data_root(cfg, workdir: str) -> str:
   return cfg.data.root
 
 
+def data_categories(cfg, data_root: str) -> tuple[str, ...]:
+  """Every category of the dataset (config.data.name) at `data_root`, read from its
+  annotations only: a wrong root or a missing annotation file fails here, in one line."""
+  data_cfg = cfg.data.copy_and_resolve_references()
+  data_cfg.root = data_root
+  return tuple(datasets.get(cfg.data.get('name', 'youtube_highlights')).categories(data_cfg))
+
+
+def unknown_categories(cfg, names, have) -> list[str]:
+  """The `names` that are no category of `have`, as the dataset's loader reads a name (with
+  Dataset.prefix_names a prefix passes here, and the loader decides whether it is unique)."""
+  if datasets.get(cfg.data.get('name', 'youtube_highlights')).prefix_names:
+    return [n for n in names if not any(h.lower().startswith(str(n).lower()) for h in have)]
+  return [n for n in names if n not in have]
+
+
 def check_writable(path: str, field: str = '--workdir') -> None:
   """One-line error unless `path` exists as a writable folder or can be created (nothing is
   created here)."""

@@ -184,6 +184,23 @@ def stale_difference(workdir: str, sub) -> tuple[str, str, str] | None:
                                      {k: v for k, v in now.items() if k in was})
 
 
+def _check_categories(cfg, cells, data_root: str) -> None:
+  """Every category a cell names is one of the data's, checked before anything is written
+  or trained (a misspelt target would otherwise fail hours into a sweep)."""
+  have = experiment.data_categories(cfg, data_root)
+  for _, t, _, method, ov in cells:
+    sub = cell_config(cfg, t, method, ov, data_root)
+    for field in ('source_category', 'target_category', 'extra_sources'):
+      names = sub.data.get(field, ())
+      names = (names,) if isinstance(names, str) else names
+      unknown = experiment.unknown_categories(cfg, names, have)
+      if unknown:
+        where = (f'config.data.{field}' if field != 'target_category' or not _sweep(cfg).get('targets')
+                 else 'config.sweep.targets')
+        raise UserInputError(f'{where} names {unknown[0]!r}, which is not a category of '
+                             f'{data_root}; categories there: {list(have)}')
+
+
 def _check_stale(cfg, workdir: str, cells, data_root: str) -> None:
   """A finished cell measured under another config would be tabulated as this sweep's: refuse
   before anything trains, or with `sweep.redo_stale=True` move such cells aside to
@@ -242,8 +259,9 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
     return transfer.run(cfg, workdir, progress)
   kind, targets, cells = _cells(cfg)
   experiment.check_writable(workdir)
-  os.makedirs(workdir, exist_ok=True)
   data_root = experiment.resolve_data_root(cfg, workdir)
+  _check_categories(cfg, cells, data_root)
+  os.makedirs(workdir, exist_ok=True)
   _check_stale(cfg, workdir, cells, data_root)
   all_folds, num_folds = _sweep(cfg).get('all_folds', False), int(cfg.data.num_folds)
   # All-folds sweeps: (row, target) -> the results of its folds so far; None once a fold

@@ -32,7 +32,6 @@ import jax
 import numpy as np
 
 from app import experiment, sweep, tables
-from data_pipelines import datasets
 from dlvhd_jax import evaluation, files, methods, objectives, parallel, replica_axis, stats
 from dlvhd_jax import train, train_step
 from dlvhd_jax.errors import UserInputError
@@ -47,11 +46,8 @@ def categories(cfg, data_root: str | None) -> tuple[str, ...]:
   checked against the data there (not read when `data_root` is None)."""
   cats = tuple(cfg.sweep.get('targets', ()) or ())
   if data_root is not None:
-    data_cfg = cfg.data.copy_and_resolve_references()
-    data_cfg.root = data_root
-    have = tuple(datasets.get(cfg.data.get('name', 'youtube_highlights')).categories(data_cfg))
-    # (ActivityNet's loader also takes a unique prefix of a category's name.)
-    unknown = [c for c in cats if not any(h.lower().startswith(c.lower()) for h in have)]
+    have = experiment.data_categories(cfg, data_root)
+    unknown = experiment.unknown_categories(cfg, cats, have)
     if unknown:
       raise UserInputError(f'config.sweep.targets names {unknown[0]!r}, which is not a category '
                            f'of {data_root}; categories there: {list(have)} (or () for all)')

@@ -180,6 +180,8 @@ class Dataset:
   # per-video AP against binary labels (YouTube Highlights), 'top5_map' = TVSum's top-5 mAP
   # over every annotator's scores (Video.annotator_scores).
   metric: str
+  # The loader also takes a unique case-insensitive prefix of a category's name ('sport').
+  prefix_names: bool = False
 
   @property
   def load(self) -> Callable:
@@ -198,7 +200,7 @@ DATASETS = {
     'youtube_highlights': Dataset('data_pipelines.youtube_highlights', 'map'),
     'synthetic': Dataset('data_pipelines.youtube_highlights', 'map'),  # same layout, generated
     'tvsum': Dataset('data_pipelines.tvsum', 'top5_map'),  # tvsum.METRIC
-    'activitynet': Dataset('data_pipelines.activitynet', 'map'),
+    'activitynet': Dataset('data_pipelines.activitynet', 'map', prefix_names=True),
 }
 
 

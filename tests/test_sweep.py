@@ -174,6 +174,21 @@ def test_bad_method_is_a_one_line_error(tmp_path, sweep_config, capfd):
     sweep._cells(c)  # pylint: disable=protected-access
 
 
+def test_a_category_the_data_lacks_fails_before_anything_is_written(tmp_path, sweep_config, capfd):
+  data, work = tmp_path / 'data', tmp_path / 'sweep'
+  for override, says in (('--config.sweep.targets=("climbing", "surfing")',
+                          "config.sweep.targets names 'surfing'"),
+                         ('--config.data.source_category=divin',
+                          "config.data.source_category names 'divin'"),
+                         ('--config.data.extra_sources=("rowing", "dog")',
+                          "config.data.extra_sources names 'dog'")):
+    proc = _launch(capfd, [*_args(sweep_config, work, data), override])
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and says in err[0], proc.stderr[-2000:]
+    assert "categories there: ['climbing', 'cycling', 'diving', 'rowing']" in err[0]
+    assert not work.exists()
+
+
 def test_specs_and_shipped_configs():
   from configs import sensitivity, table4, table7
   from app import sweep

@@ -45,6 +45,8 @@ def test_tvsum_build_loads_the_same_videos(tmp_path):
   a = datasets.get('tvsum').load(ml_collections.ConfigDict(cfg))
   b = datasets.get('tvsum').load(ml_collections.ConfigDict(
       {**cfg, 'root': '', 'source': 'tfds', 'tfds_data_dir': out}))
+  tfds_cfg = ml_collections.ConfigDict({**cfg, 'root': '', 'source': 'tfds', 'tfds_data_dir': out})
+  assert datasets.get('tvsum').categories(tfds_cfg) == ['BK', 'VT']  # what a matrix spans
   for x, y in zip(a.source_train + a.target_test, b.source_train + b.target_test):
     assert x.vid == y.vid
     np.testing.assert_array_equal(x.features, y.features)
