@@ -184,7 +184,7 @@ def stale_difference(workdir: str, sub) -> tuple[str, str, str] | None:
                                      {k: v for k, v in now.items() if k in was})
 
 
-def _check_categories(cfg, cells, data_root: str) -> None:
+def check_categories(cfg, cells, data_root: str) -> None:
   """Every category a cell names is one of the data's, checked before anything is written
   or trained (a misspelt target would otherwise fail hours into a sweep)."""
   have = experiment.data_categories(cfg, data_root)
@@ -260,7 +260,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   kind, targets, cells = _cells(cfg)
   experiment.check_writable(workdir)
   data_root = experiment.resolve_data_root(cfg, workdir)
-  _check_categories(cfg, cells, data_root)
+  check_categories(cfg, cells, data_root)
   os.makedirs(workdir, exist_ok=True)
   _check_stale(cfg, workdir, cells, data_root)
   all_folds, num_folds = _sweep(cfg).get('all_folds', False), int(cfg.data.num_folds)

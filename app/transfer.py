@@ -352,13 +352,13 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
     categories(cfg, None)  # named categories are checked before anything is written
   data_root = experiment.resolve_data_root(cfg, workdir)
   cats = categories(cfg, data_root)  # a data root without annotations fails here, before mkdir
-  os.makedirs(workdir, exist_ok=True)
   folds = _folds(cfg)
-  # Every cell's config is checked before anything trains, and a finished cell measured under
-  # another config is refused (or moved aside: sweep.redo_stale), as in a table's sweep.
+  # Every cell's config and the categories it names are checked before anything is written,
+  # and a finished cell measured under another config is refused (or moved aside:
+  # sweep.redo_stale), as in a table's sweep.
   plan = [(c, c, cell_name(c, f), 'sl', _overrides(c, f)) for c in cats for f in folds]
-  for _, t, _, method, overrides in plan:
-    sweep.cell_config(cfg, t, method, overrides, data_root)
+  sweep.check_categories(cfg, plan, data_root)
+  os.makedirs(workdir, exist_ok=True)
   sweep._check_stale(cfg, workdir, plan, data_root)  # pylint: disable=protected-access
   cells = {}
   for i, c in enumerate(cats):
