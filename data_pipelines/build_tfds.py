@@ -171,6 +171,9 @@ class TfdsStore:
   def has_features(self, vid: str, stream: str) -> bool:
     return f'{vid}_{stream}' in self._records
 
+  def streams(self) -> set[str]:
+    return {k.rpartition('_')[2] for k in self._records if '_' in k}
+
   def load_features(self, vid: str, stream: str):
     data = self._records[f'{vid}_{stream}']
     try:

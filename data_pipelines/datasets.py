@@ -140,8 +140,13 @@ def require_videos(store, data_cfg, streams, source, test, target=None) -> None:
                      *((('target training', target),) if target is not None else ())):
     vids, cat = part
     if not vids:
+      there = sorted(store.streams())
+      hint = (f'; the files there hold the stream(s) {there}: set '
+              f'--config.data.features={"+".join(there)} (or some of them)'
+              if there and set(streams) - set(there) else '')
       raise UserInputError(f'no {name} video of {cat!r} has {"+".join(streams)} features in '
-                           f'{store.where("video_features")} (data.features={data_cfg.features!r})')
+                           f'{store.where("video_features")} (data.features={data_cfg.features!r})'
+                           + hint)
 
 
 def load_timed_streams(store, keys: dict, vid: str, duration: float, clip: float,

@@ -48,6 +48,14 @@ class FileStore:
   def has_features(self, vid: str, stream: str) -> bool:
     return os.path.isfile(self.feature_where(vid, stream))
 
+  def streams(self) -> set[str]:
+    """The stream names the feature files carry (`<vid>_<stream>.npy`)."""
+    try:
+      names = os.listdir(os.path.join(self.root, FEATURES))
+    except OSError:
+      return set()
+    return {n[:-4].rpartition('_')[2] for n in names if n.endswith('.npy') and '_' in n}
+
   def feature_rows(self, vid: str, stream: str) -> int | None:
     """Rows of the feature array without reading it (None if unreadable)."""
     try:

@@ -124,6 +124,16 @@ def test_unknown_feature_stream_names_the_folder(root):
   expect('data.features', lambda: load(root, features='c3d'))
 
 
+def test_a_stream_the_files_lack_names_the_streams_they_hold(root):
+  for name in os.listdir(os.path.join(root, 'video_features')):
+    if name.endswith('_opt.npy'):
+      os.remove(os.path.join(root, 'video_features', name))
+  with pytest.raises(UserInputError, match=r"hold the stream\(s\) \['rgb'\]: set "
+                     r'--config.data.features=rgb \(or some of them\)'):
+    load(root)
+  assert len(load(root, features='rgb').source_train) > 0
+
+
 def test_bad_split_name(root):
   expect('data.split', lambda: load(root, split='tvsum'))
 
