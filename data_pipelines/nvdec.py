@@ -180,6 +180,7 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
   if not os.path.isfile(path):
     raise video.VideoNotFoundError(f'video not found: {path}')
   decoder = _open(nvc, path, gpu_id)
+  rotation = video.display_rotation(path)  # NVDEC does not read the display matrix
   try:
     try:
       declared = int(len(decoder))
@@ -202,11 +203,12 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
       for frame in batch:
         i, count = count, count + 1
         if i in plan.needed:
-          plan.cache[i] = frames.from_rgb(_host_view(frame))
+          plan.cache[i] = frames.from_rgb(video.upright(_host_view(frame), rotation))
         yield from plan.completed(i)
       if not plan.finished:  # the frame to repeat if the video ends here (buffers get reused)
         last_kept = plan.cache.get(count - 1)
-        last_rgb = None if last_kept is not None else np.array(_host_view(batch[-1]))
+        last_rgb = (None if last_kept is not None
+                    else np.array(video.upright(_host_view(batch[-1]), rotation)))
     stats.decoded_frames = count
     if plan.finished:
       return

@@ -67,9 +67,14 @@ def frames_at(path: str, times: Sequence[float], width: int = THUMB_WIDTH) -> li
   """RGB uint8 [H, width, 3] frames at the given source times (the first frame at or after
   each; the last frame for a time past the end)."""
   out: dict[float, np.ndarray] = {}
+  rotation = video.display_rotation(path)
   with video._open(path) as container:  # pylint: disable=protected-access
     stream = container.streams.video[0]
-    height = max(2, int(round(stream.height * width / stream.width / 2)) * 2)
+    sw, sh = stream.width, stream.height
+    if rotation % 180:  # a quarter turn: the stored height becomes the shown width
+      sw, sh = sh, sw
+    height = max(2, int(round(sh * width / sw / 2)) * 2)
+    size = (height, width) if rotation % 180 else (width, height)  # stored (width, height)
     for t in sorted(set(float(x) for x in times)):
       last = None
       for _, frame in _frames_between(container, stream, t, math.inf):
@@ -80,7 +85,8 @@ def frames_at(path: str, times: Sequence[float], width: int = THUMB_WIDTH) -> li
         for last in container.decode(stream):
           pass
       if last is not None:
-        out[t] = last.to_ndarray(width=width, height=height, format='rgb24')
+        out[t] = np.ascontiguousarray(video.upright(
+            last.to_ndarray(width=size[0], height=size[1], format='rgb24'), rotation))
   return [out[float(t)] for t in times if float(t) in out]
 
 
@@ -135,6 +141,9 @@ def _write_reel(path, intervals, tmp, max_seconds, crf, max_height) -> list[Reel
       vout = out.add_stream('libx264', rate=rate)
       vout.width, vout.height, vout.pix_fmt = w, h, 'yuv420p'
       vout.options = {'crf': str(crf), 'preset': 'veryfast'}
+      rotation = video.display_rotation(path)
+      if rotation:  # players turn the reel as they turn its source
+        vout.set_display_rotation(rotation)
       audio = _AudioCutter(src, ain, out) if ain is not None else None
       tb = 1 / rate
       budget = math.inf if max_seconds is None else math.floor(max_seconds * rate + 1e-6)

@@ -97,6 +97,22 @@ def _open(path: str):
   return container
 
 
+def upright(arr: np.ndarray, rotation) -> np.ndarray:
+  """A decoded frame [H, W, C] turned as its display matrix says: phones store a portrait
+  video as landscape frames plus a rotation (`frame.rotation`, degrees counterclockwise),
+  which players apply and the decoder does not. Flips are not applied."""
+  k = int(round((rotation or 0) / 90.0)) % 4
+  return np.rot90(arr, k) if k else arr
+
+
+def display_rotation(path: str) -> int:
+  """The rotation (degrees counterclockwise, 0/90/180/270) of the video's first frame."""
+  with _open(path) as container:
+    for frame in _decoded_frames(container, container.streams.video[0], path):
+      return int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+  return 0
+
+
 def probe(path: str) -> VideoInfo:
   """Frame rate and frame count without decoding."""
   with _open(path) as container:
@@ -403,6 +419,10 @@ def check_frame_count(path: str, count: int, declared: int) -> None:
     raise _corrupt(path, f'truncated: decoded {count} of {declared} frames')
 
 
+def _array(frame, pix_fmt: str) -> np.ndarray:
+  return np.ascontiguousarray(upright(frame.to_ndarray(format=pix_fmt), frame.rotation))
+
+
 def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None, *,
                        stats: DecodeStats | None = None, decoder_threads: int = 0,
                        frames=C3DFrames) -> Iterator[tuple[int, np.ndarray]]:
@@ -411,8 +431,8 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
   frames=I3DFrames, (segment, [1, T, 224, 224, 3] RGB).
 
   indices: int [S, 16] frame indices per segment (or S index arrays, see SegmentSchedule);
-  crops: [S, V, 3] from `crop_plan` (default: centre crop only). Only frames still needed by
-  pending segments are kept.
+  crops: [S, V, 3] from `crop_plan` (default: centre crop only). Frames are turned upright
+  (`upright`). Only frames still needed by pending segments are kept.
   Raises VideoNotFoundError / CorruptVideoError (also for a file that decodes to fewer frames
   than its container declares, i.e. a truncated one; decoding stops after the last frame a
   segment needs, so a cut after that frame goes unnoticed and costs nothing).
@@ -429,14 +449,14 @@ def iter_segment_clips(path: str, indices: np.ndarray, crops: np.ndarray | None 
     for frame in _decoded_frames(container, stream, path):
       i, count, last = count, count + 1, frame
       if i in plan.needed:
-        plan.cache[i] = frames.decoded(frame.to_ndarray(format=frames.pix_fmt))
+        plan.cache[i] = frames.decoded(_array(frame, frames.pix_fmt))
       yield from plan.completed(i)
       if plan.finished:
         stats.decoded_frames = count
         return
     stats.decoded_frames = count
     check_frame_count(path, count, stream.frames)
-    yield from plan.clamped(count, frames.decoded(last.to_ndarray(format=frames.pix_fmt)), stats)
+    yield from plan.clamped(count, frames.decoded(_array(last, frames.pix_fmt)), stats)
 
 
 def decode_clips(path: str, indices: np.ndarray, crops: np.ndarray | None = None,

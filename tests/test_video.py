@@ -191,3 +191,41 @@ def test_find_videos(tmp_path):
   write_index_video(tmp_path / 'v1.mp4', 2)
   with pytest.raises(ValueError, match='two videos'):
     video.find_videos(str(tmp_path))
+
+
+def _write_gray(path, img, rotation=0, num_frames=6):
+  """Lossless H.264 of a gray image (neutral chroma, so 4:2:0 keeps it exactly), stored with
+  a display rotation as a phone stores a portrait video."""
+  with av.open(str(path), 'w') as container:
+    stream = container.add_stream('libx264', rate=25, options={'qp': '0', 'preset': 'ultrafast'})
+    stream.height, stream.width = img.shape[:2]
+    stream.pix_fmt = 'yuv420p'
+    if rotation:
+      stream.set_display_rotation(rotation)
+    for _ in range(num_frames):
+      for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  return str(path)
+
+
+def test_a_rotated_video_is_decoded_upright(tmp_path):
+  from data_pipelines import reel  # pylint: disable=import-outside-toplevel
+  stored = np.full((48, 64, 3), 60, np.uint8)
+  stored[:, :8] = 200  # a bright band on the stored frame's left edge
+  shown = np.ascontiguousarray(np.rot90(stored, 1))  # 90° counterclockwise: the band at the bottom
+  phone = _write_gray(tmp_path / 'phone.mp4', stored, rotation=90)
+  plain = _write_gray(tmp_path / 'plain.mp4', shown)
+  assert video.display_rotation(phone) == 90 and video.display_rotation(plain) == 0
+  for frames in (video.I3DFrames, video.C3DFrames):
+    got = [dict(video.iter_segment_clips(p, [np.arange(4)], frames=frames))[0]
+           for p in (phone, plain)]
+    np.testing.assert_array_equal(got[0], got[1])
+  thumbs = [reel.frames_at(p, [0.0], width=32)[0] for p in (phone, plain)]
+  assert thumbs[0].shape == thumbs[1].shape == (42, 32, 3)
+  np.testing.assert_array_equal(thumbs[0], thumbs[1])
+  assert thumbs[0][-2:].mean() > 150 and thumbs[0][:4].mean() < 100  # the band is at the bottom
+  out = str(tmp_path / 'reel.mp4')
+  reel.write_reel(phone, [(0.0, 0.2)], out)
+  assert video.display_rotation(out) == 90  # players turn the reel as they turn its source
