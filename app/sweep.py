@@ -195,8 +195,8 @@ def check_categories(cfg, cells, data_root: str) -> None:
       names = (names,) if isinstance(names, str) else names
       unknown = experiment.unknown_categories(cfg, names, have)
       if unknown:
-        where = (f'config.data.{field}' if field != 'target_category' or not _sweep(cfg).get('targets')
-                 else 'config.sweep.targets')
+        named = field == 'target_category' and _sweep(cfg).get('targets')
+        where = 'config.sweep.targets' if named else f'config.data.{field}'
         raise UserInputError(f'{where} names {unknown[0]!r}, which is not a category of '
                              f'{data_root}; categories there: {list(have)}')
 

@@ -278,7 +278,8 @@ def _categories(anno: dict) -> list[str]:
 
 
 def list_categories(data_cfg) -> list[str]:
-  return _categories(read_annotations(open_store(data_cfg), data_cfg.get('annotation', 'official'))[0])
+  anno, _ = read_annotations(open_store(data_cfg), data_cfg.get('annotation', 'official'))
+  return _categories(anno)
 
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:

@@ -101,15 +101,19 @@ def upright(arr: np.ndarray, rotation) -> np.ndarray:
   """A decoded frame [H, W, C] turned as its display matrix says: phones store a portrait
   video as landscape frames plus a rotation (`frame.rotation`, degrees counterclockwise),
   which players apply and the decoder does not. Flips are not applied."""
-  k = int(round((rotation or 0) / 90.0)) % 4
+  k = _quarter_turns(rotation)
   return np.rot90(arr, k) if k else arr
+
+
+def _quarter_turns(rotation) -> int:
+  return int(round((rotation or 0) / 90.0)) % 4
 
 
 def display_rotation(path: str) -> int:
   """The rotation (degrees counterclockwise, 0/90/180/270) of the video's first frame."""
   with _open(path) as container:
     for frame in _decoded_frames(container, container.streams.video[0], path):
-      return int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+      return _quarter_turns(frame.rotation) * 90
   return 0
 
 
