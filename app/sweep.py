@@ -118,14 +118,15 @@ def _cells(cfg):
     for spec in s.methods:
       for t in targets:
         method, ov = resolve_spec(spec, t)
-        cells.append((spec, t, f'{slug(spec)}__{t}', method, ov))
+        cells.append((spec, t, f'{slug(spec)}__{slug(t)}', method, ov))
   elif kind == 'sensitivity':
     if not s.get('param', ''):
       raise UserInputError('config.sweep.param is empty: e.g. sampling.set_size or loss.distill_weight')
     for t in targets:
       for v in s['values']:
         key = f'{s.param}={v}'
-        cells.append((key, t, f'{slug(cfg.method)}__{slug(key)}__{t}', cfg.method, {s.param: v}))
+        cells.append((key, t, f'{slug(cfg.method)}__{slug(key)}__{slug(t)}', cfg.method,
+                      {s.param: v}))
   else:
     raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods', 'sensitivity' "
                          "or 'matrix'")
@@ -135,10 +136,23 @@ def _cells(cfg):
                            f'{cfg.data.split!r}): set it, or drop all_folds')
     cells = [(row, t, f'{name}__fold{f}', method, {**ov, 'data.fold': f})
              for row, t, name, method, ov in cells for f in range(int(cfg.data.num_folds))]
+  distinct_folders(cells)
   # Every cell's config is built and checked now, not hours into the sweep.
   for _, t, _, method, ov in cells:
     cell_config(cfg, t, method, ov, cfg.data.root)
   return kind, targets, cells
+
+
+def distinct_folders(cells) -> None:
+  """Two cells whose names differ only in characters that `slug` turns into _ (a category
+  named 'a/b' must not make a folder a/) would share one sub-workdir: refused."""
+  seen = {}
+  for row, t, name, _, _ in cells:
+    if name in seen and seen[name] != (row, t):
+      raise UserInputError(f'sweep cells {seen[name]} and {(row, t)} would share the folder '
+                           f'{name!r}: rename a category or method so that they differ in a '
+                           'letter, digit or one of _.=+-')
+    seen[name] = (row, t)
 
 
 def cell_config(cfg, target, method, overrides, data_root):

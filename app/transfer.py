@@ -62,7 +62,7 @@ def categories(cfg, data_root: str | None) -> tuple[str, ...]:
 
 
 def cell_name(category: str, fold: int | None = None) -> str:
-  return f'sl_specific__{category}' + ('' if fold is None else f'__fold{fold}')
+  return f'sl_specific__{sweep.slug(category)}' + ('' if fold is None else f'__fold{fold}')
 
 
 @dataclasses.dataclass
@@ -357,6 +357,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   # and a finished cell measured under another config is refused (or moved aside:
   # sweep.redo_stale), as in a table's sweep.
   plan = [(c, c, cell_name(c, f), 'sl', _overrides(c, f)) for c in cats for f in folds]
+  sweep.distinct_folders(plan)
   sweep.check_categories(cfg, plan, data_root)
   os.makedirs(workdir, exist_ok=True)
   sweep._check_stale(cfg, workdir, plan, data_root)  # pylint: disable=protected-access

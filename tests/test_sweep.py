@@ -189,6 +189,21 @@ def test_a_category_the_data_lacks_fails_before_anything_is_written(tmp_path, sw
     assert not work.exists()
 
 
+def test_any_category_name_makes_one_folder_per_cell():
+  from app import sweep, transfer  # pylint: disable=import-outside-toplevel
+  from configs import table4  # pylint: disable=import-outside-toplevel
+  from dlvhd_jax.errors import UserInputError  # pylint: disable=import-outside-toplevel
+  c = table4.get_config()
+  c.sweep.methods = ('sl',)
+  c.sweep.targets = ('cats/dogs', '../up')
+  names = [name for _, _, name, _, _ in sweep._cells(c)[2]]  # pylint: disable=protected-access
+  assert names == ['sl__cats_dogs', 'sl__.._up'] and not any('/' in n for n in names)
+  assert transfer.cell_name('cats/dogs', 1) == 'sl_specific__cats_dogs__fold1'
+  c.sweep.targets = ('cats/dogs', 'cats dogs')
+  with pytest.raises(UserInputError, match="would share the folder 'sl__cats_dogs'"):
+    sweep._cells(c)  # pylint: disable=protected-access
+
+
 def test_specs_and_shipped_configs():
   from configs import sensitivity, table4, table7
   from app import sweep
