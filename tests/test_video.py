@@ -15,14 +15,21 @@ needs_shared = pytest.mark.skipif(
     reason='real test videos live in ../shared/data/videos (absent in this checkout)')
 
 
-def write_index_video(path, num_frames, *, height=48, width=64, faststart=False):
-  """Lossless H.264 whose frame i is flat gray 10 + 7 i, so decoded values name the frame."""
+def write_index_video(path, num_frames, *, height=48, width=64, faststart=False, image=None,
+                      rotation=0):
+  """Lossless H.264 whose frame i is flat gray 10 + 7 i, so decoded values name the frame;
+  with `image` (gray, [H, W, 3]: neutral chroma, which 4:2:0 keeps exactly) every frame is
+  that image, stored with a display rotation as a phone stores a portrait video."""
   options = {'movflags': 'faststart'} if faststart else {}
+  if image is not None:
+    height, width = image.shape[:2]
   with av.open(str(path), 'w', options=options) as container:
     stream = container.add_stream('libx264', rate=25, options={'qp': '0', 'preset': 'ultrafast'})
     stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+    if rotation:
+      stream.set_display_rotation(rotation)
     for i in range(num_frames):
-      img = np.full((height, width, 3), 10 + 7 * i, np.uint8)
+      img = np.full((height, width, 3), 10 + 7 * i, np.uint8) if image is None else image
       for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
         container.mux(packet)
     for packet in stream.encode():
@@ -193,30 +200,13 @@ def test_find_videos(tmp_path):
     video.find_videos(str(tmp_path))
 
 
-def _write_gray(path, img, rotation=0, num_frames=6):
-  """Lossless H.264 of a gray image (neutral chroma, so 4:2:0 keeps it exactly), stored with
-  a display rotation as a phone stores a portrait video."""
-  with av.open(str(path), 'w') as container:
-    stream = container.add_stream('libx264', rate=25, options={'qp': '0', 'preset': 'ultrafast'})
-    stream.height, stream.width = img.shape[:2]
-    stream.pix_fmt = 'yuv420p'
-    if rotation:
-      stream.set_display_rotation(rotation)
-    for _ in range(num_frames):
-      for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
-  return str(path)
-
-
 def test_a_rotated_video_is_decoded_upright(tmp_path):
   from data_pipelines import reel  # pylint: disable=import-outside-toplevel
   stored = np.full((48, 64, 3), 60, np.uint8)
   stored[:, :8] = 200  # a bright band on the stored frame's left edge
   shown = np.ascontiguousarray(np.rot90(stored, 1))  # 90° counterclockwise: the band at the bottom
-  phone = _write_gray(tmp_path / 'phone.mp4', stored, rotation=90)
-  plain = _write_gray(tmp_path / 'plain.mp4', shown)
+  phone = write_index_video(tmp_path / 'phone.mp4', 6, image=stored, rotation=90)
+  plain = write_index_video(tmp_path / 'plain.mp4', 6, image=shown)
   assert video.display_rotation(phone) == 90 and video.display_rotation(plain) == 0
   for frames in (video.I3DFrames, video.C3DFrames):
     got = [dict(video.iter_segment_clips(p, [np.arange(4)], frames=frames))[0]
