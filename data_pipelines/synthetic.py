@@ -29,6 +29,22 @@ def _labels(rng: np.random.RandomState, length: int) -> np.ndarray:
   return lab
 
 
+def _directions(rng: np.random.RandomState, categories, dim: int):
+  """-> (shared [D], {category: specific [D]}, {category: cue [D]}): the generator's first draw."""
+  if dim < 2 * len(categories) + 1:
+    raise ValueError(f'dim={dim} is too small for {len(categories)} categories')
+  # Orthonormal directions, so the shared part is exactly what transfers across categories.
+  basis = np.linalg.qr(rng.randn(dim, dim))[0].T
+  return (basis[0], {c: basis[1 + i] for i, c in enumerate(categories)},
+          {c: basis[1 + len(categories) + i] for i, c in enumerate(categories)})
+
+
+def directions(*, categories=CATEGORIES, dim: int = 64, seed: int = 0):
+  """The directions a dataset written with these arguments was built from (for analyses
+  that know the generator: tools/domain_bound.py)."""
+  return _directions(np.random.RandomState(seed), categories, dim)
+
+
 def write_synthetic_dataset(root: str, *, categories=CATEGORIES, videos_per_category: int = 40,
                             dim: int = 64, min_len: int = 20, max_len: int = 90,
                             shared_strength: float = 1.5, specific_strength: float = 2.5,
@@ -42,13 +58,7 @@ def write_synthetic_dataset(root: str, *, categories=CATEGORIES, videos_per_cate
   if os.path.isfile(os.path.join(root, 'youtube_anno.json')):
     return root
   rng = np.random.RandomState(seed)
-  if dim < 2 * len(categories) + 1:
-    raise ValueError(f'dim={dim} is too small for {len(categories)} categories')
-  # Orthonormal directions, so the shared part is exactly what transfers across categories.
-  basis = np.linalg.qr(rng.randn(dim, dim))[0].T
-  shared = basis[0]
-  specific = {c: basis[1 + i] for i, c in enumerate(categories)}
-  cue = {c: basis[1 + len(categories) + i] for i, c in enumerate(categories)}
+  shared, specific, cue = _directions(rng, categories, dim)
   parent = os.path.dirname(os.path.abspath(root))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.synthetic-', dir=parent)

@@ -288,3 +288,44 @@ def test_head_probe_highlights_of_graded_labels_follow_the_top5_metric():
   assert head_probe.highlights(v, 'map').tolist() == [True] * 6  # graded means are all > 0
   binary = types.SimpleNamespace(labels=np.array([1.0, -1.0, 1.0]))
   assert head_probe.highlights(binary, 'map').tolist() == [True, False, True]
+
+
+def test_domain_bound_logistic_regression_is_sklearns():
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from tools import domain_bound  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 5))
+  y = (x @ [1.0, -2.0, 0.5, 0.0, 0.0] + 0.3 + rng.normal(size=300) > 0).astype(float)
+  ref = LogisticRegression(C=1 / 2.0, tol=1e-10, max_iter=10000).fit(x, y)
+  w = domain_bound.logistic_regression(x, y, l2=2.0)
+  np.testing.assert_allclose(w, np.r_[ref.coef_[0], ref.intercept_], atol=1e-5)
+
+
+def test_domain_bound_posteriors_are_the_mixtures_densities():
+  """Against the full Gaussian densities: p(x | c) = (1 − π) N(x; 0, I) + π N(x; μ_c, I)."""
+  from tools import domain_bound  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  x, mu_t, mu_s, pi = rng.normal(size=(50, 6)), rng.normal(size=6), rng.normal(size=6), 0.2
+  log_n = lambda m: -0.5 * ((x - m) ** 2).sum(1) - 3 * np.log(2 * np.pi)  # noqa: E731
+  mix = lambda m: np.logaddexp(np.log(1 - pi) + log_n(0.0), np.log(pi) + log_n(m))  # noqa: E731
+  prior = np.log(pi / (1 - pi))
+  np.testing.assert_allclose(domain_bound.domain_llr(x, mu_t, mu_s, prior), mix(mu_t) - mix(mu_s),
+                             atol=1e-10)
+  post = np.log(pi) + log_n(mu_t) - (np.log(1 - pi) + log_n(0.0))
+  np.testing.assert_allclose(domain_bound.highlight_logodds(x, mu_t, prior), post, atol=1e-10)
+
+
+def test_domain_bound_orders_the_generators_optima(tmp_path):
+  """On the embedded data's generator: the oracle's optimum bounds the domain posterior, which
+  sees the target's highlights far better than source labels or a linear direction do."""
+  from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
+  from tools import domain_bound  # pylint: disable=import-outside-toplevel
+  root = synthetic.write_synthetic_dataset(str(tmp_path / 'data'), videos_per_category=20)
+  m = domain_bound.bounds(root, 'diving', 'climbing')['map']
+  oracle, source, domain, fused, linear, _ = m.values()
+  assert oracle > domain > linear > source + 0.1
+  assert domain > fused > source
+  with pytest.raises(SystemExit, match='seed=3'):
+    domain_bound.bounds(root, 'diving', 'climbing', seed=3)
+  with pytest.raises(SystemExit, match="no category 'dog'"):
+    domain_bound.bounds(root, 'dog', 'climbing')
