@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Callable
 
-from dlvhd_jax import hparams, losses, methods, model
+from dlvhd_jax import evaluation, hparams, losses, methods, model
 from dlvhd_jax.checkpoint import flatten_config
 from dlvhd_jax.errors import UserInputError
 
@@ -120,7 +120,7 @@ RULES: dict[str, Rule] = {
                                    'disallow_explicit'),
     'mesh.fsdp': int_at_least(1),
     'eval.edge_rule': one_of('duplicate', 'shrink'),
-    'eval.head_fusion': one_of('score', 'logit'),
+    'eval.head_fusion': one_of(*evaluation.FUSIONS),
     'eval.batch_size': int_at_least(1),
     'eval.every_steps': int_at_least(0),
     'train.select': one_of('last', 'best_source_val'),

@@ -202,7 +202,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.edge_rule = 'duplicate'  # duplicate (paper) | shrink (published code)
   # How a two-head method's (DL-VHD's) test score joins its heads: score = the mean of each
   # head's 2*sigmoid - 1 (paper, published code); logit = 2*sigmoid(mean of the logits) - 1, a
-  # named change: a head saturated near 1 keeps its order instead of leaving it to the other.
+  # named change: a head saturated near 1 keeps its order instead of leaving it to the other;
+  # zmean = the mean of each head standardized within the video, a named change: a flat head
+  # (DL-VHD's coarse head on the embedded data) keeps its say in the order.
   c.eval.head_fusion = 'score'
   c.eval.batch_size = 1024  # windows per compiled call
   c.eval.every_steps = 0  # > 0: source-validation mAP every this many steps (metrics.jsonl)

@@ -66,7 +66,7 @@ def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False):
 def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg, mesh,
             replicas: bool = False, logit_fn=None) -> list[np.ndarray]:
   """Scores every segment of every video: list of [T_v, D] -> list of [T_v] float64 scores
-  in (-1, 1) ([R, T_v] when `replicas`)."""
+  in (-1, 1), z-scores under eval.head_fusion=zmean ([R, T_v] when `replicas`)."""
   n = cfg.sampling.set_size
   lengths = [len(f) for f in videos_features]
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -90,10 +90,10 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
   for i in range(0, len(index), chunk):
     args = [jax.device_put(a[i:i + chunk], shard) for a in (index, mask, own)]
     outs.append(logit_fn(params, features, *args))
-  logits = np.concatenate(distributed.fetch(outs), axis=-2)[..., :total, :]
+  logits = np.concatenate(distributed.fetch(outs), axis=-2)[..., :total, :]  # [(R,) E, H]
   # .get: configs recorded before eval.head_fusion existed score as the paper does.
-  scores = scores_from_logits(logits, cfg.eval.get('head_fusion', 'score'))  # [(R,) E]
-  return [scores[..., s0:s0 + L] for s0, L in zip(starts, lengths)]
+  fusion = cfg.eval.get('head_fusion', 'score')
+  return [scores_from_logits(logits[..., s0:s0 + L, :], fusion) for s0, L in zip(starts, lengths)]
 
 
 def _check_finite(scores) -> None:
@@ -152,17 +152,27 @@ def average_precision_umt(labels: np.ndarray, scores: np.ndarray) -> float:
   return float(np.sum(pos[g] / size[g] * ((hits_before + 1) / j + prec_before)) / (2 * num_pos))
 
 
+FUSIONS = ('score', 'logit', 'zmean')
+
+
 def scores_from_logits(logits: np.ndarray, fusion: str = 'score') -> np.ndarray:
-  """[..., H] heads' logits (float32) -> [...] test scores in (-1, 1): `score` the heads' mean
-  of 2*sigmoid - 1, `logit` 2*sigmoid(mean logit) - 1 (config eval.head_fusion). Computed in
-  float64 so that large logits keep their order (in float32 2*sigmoid(x) - 1 rounds to exactly
-  1 for x > 17 and whole videos would tie)."""
+  """[..., T, H] one video's heads' logits (float32) -> [..., T] test scores (config
+  eval.head_fusion): `score` the heads' mean of 2*sigmoid - 1 (the paper's), `logit`
+  2*sigmoid(mean logit) - 1, `zmean` the heads' mean after standardizing each head's
+  2*sigmoid - 1 over the video's segments (scale-free: a flat head keeps its say in the order;
+  scores are then z-scores, not in (-1, 1)). Computed in float64 so that large logits keep
+  their order (in float32 2*sigmoid(x) - 1 rounds to exactly 1 for x > 17 and whole videos
+  would tie)."""
   x = np.asarray(logits, np.float64)
   if fusion == 'logit':
     return np.tanh(0.5 * np.mean(x, axis=-1))
-  if fusion != 'score':
-    raise ValueError(f"fusion={fusion!r}: use 'score' or 'logit'")
-  return np.mean(np.tanh(0.5 * x), axis=-1)
+  if fusion not in FUSIONS:
+    raise ValueError(f'fusion={fusion!r}: use one of {FUSIONS}')
+  s = np.tanh(0.5 * x)
+  if fusion == 'zmean':
+    # A head constant over the video adds nothing to the order (its z-score is 0).
+    s = (s - s.mean(axis=-2, keepdims=True)) / np.maximum(s.std(axis=-2, keepdims=True), 1e-12)
+  return np.mean(s, axis=-1)
 
 
 def count_ties(scores: list[np.ndarray]) -> int:

@@ -127,7 +127,8 @@ def test_scores_keep_their_order_where_float32_saturates():
 
 def test_head_fusion_reference():
   """eval.head_fusion against the equations: score = mean_h (2 sigmoid(x_h) - 1), logit =
-  2 sigmoid(mean_h x_h) - 1; one head is the same under both."""
+  2 sigmoid(mean_h x_h) - 1, zmean = mean_h of each head's score standardized over the video;
+  one head ranks the same under all three."""
   rng = np.random.default_rng(0)
   x = rng.normal(0, 3, (4, 7, 2)).astype(np.float32)
   sig = lambda v: 1.0 / (1.0 + np.exp(-v.astype(np.float64)))  # noqa: E731
@@ -141,5 +142,20 @@ def test_head_fusion_reference():
   two = np.array([[20.0, 1.0], [25.0, 0.0]], np.float32)
   assert np.argmax(evaluation.scores_from_logits(two)) == 0
   assert np.argmax(evaluation.scores_from_logits(two, 'logit')) == 1
+  # zmean: per video (axis -2: its 7 segments) each head's score as a z-score, then the mean.
+  z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
+  want = [[np.mean([z(2 * sig(x[i, :, h]) - 1)[t] for h in range(2)]) for t in range(7)]
+          for i in range(4)]
+  np.testing.assert_allclose(evaluation.scores_from_logits(x, 'zmean'), want, atol=1e-12)
+  # A flat head (coarse: 0.01 apart) and a wide one (fine): the mean of the scores follows the
+  # wide head, the z-mean gives the flat head an equal say.
+  flat = np.array([[0.02, 3.0], [0.01, -3.0], [0.00, -2.9]], np.float32)
+  assert np.argmax(evaluation.scores_from_logits(flat)) == 0
+  assert np.argmin(evaluation.scores_from_logits(flat)) == 1
+  assert np.argmin(evaluation.scores_from_logits(flat, 'zmean')) == 2
+  # One head: the z-score keeps its order, so its AP is the mean of scores' AP.
+  one = x[0, :, :1]
+  assert (np.argsort(evaluation.scores_from_logits(one, 'zmean'))
+          == np.argsort(evaluation.scores_from_logits(one))).all()
   with pytest.raises(ValueError, match='fusion'):
     evaluation.scores_from_logits(x, 'max')

@@ -25,7 +25,8 @@ for the domain question, the source category's test videos, mean ± 95% t interv
                              segments the coarse head scores above 0.9: where the coarse head
                              saturates, the top of the heads' mean is the fine head's order
   mAP z-mean                 the heads averaged after standardizing each within its video
-                             (a scale-free combination; an analysis, not the method's score)
+                             (eval.head_fusion=zmean, a named change: scale-free; the same
+                             checkpoints, scored as `--config.eval.head_fusion=zmean`)
   mAP logit fusion           both heads under eval.head_fusion=logit, 2·sigmoid(mean logit) − 1:
                              a head saturated near ±1 keeps its order (a named change; the
                              same checkpoints, scored as `--config.eval.head_fusion=logit`)
@@ -100,10 +101,11 @@ def _scores(run_dir: str) -> dict:
   source = experiment.load_data(cfg, run_dir, False, target_category=src).target_test
   scores = {name: _per_seed(cfg, run, target, heads)
             for name, heads in (('coarse', ('coarse',)), ('fine', ('fine',)), ('both', HEADS))}
-  logit_cfg = cfg.copy_and_resolve_references()
-  with logit_cfg.unlocked():
-    logit_cfg.eval.head_fusion = 'logit'
-  scores['logit'] = _per_seed(logit_cfg, run, target, HEADS)
+  for fusion in ('logit', 'zmean'):
+    fused_cfg = cfg.copy_and_resolve_references()
+    with fused_cfg.unlocked():
+      fused_cfg.eval.head_fusion = fusion
+    scores[fusion] = _per_seed(fused_cfg, run, target, HEADS)
   scores['coarse_source'] = _per_seed(cfg, run, source, ('coarse',))
   return {'run': run_dir, 'method': cfg.method, 'variant': scored_variant(run_dir, tgt),
           'source': src, 'target': tgt, 'metric': metric, 'vids': [v.vid for v in target],
@@ -134,13 +136,9 @@ def _statistics(c: dict) -> dict:
   seeds of each seed's value over all the test videos."""
   vids, labels, metric, per_head = c['vids'], c['labels'], c['metric'], c['scores']
   out = {k: c[k] for k in ('run', 'method', 'variant', 'source', 'target')}
-  for name in ('coarse', 'fine', 'both', 'logit'):
+  for name in ('coarse', 'fine', 'both', 'logit', 'zmean'):
     out[f'map_{name}'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map']
                              for sc in per_head[name])
-  z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-12)  # noqa: E731
-  zmean = [[0.5 * (z(c) + z(f)) for c, f in zip(cs, fs)]
-           for cs, fs in zip(per_head['coarse'], per_head['fine'])]
-  out['map_zmean'] = _ci(evaluation.summarize(vids, labels, sc, metric)['map'] for sc in zmean)
   top = lambda c: c >= np.quantile(c, 0.8)  # noqa: E731  the coarse head's top 20% of a video
   for name in HEADS:
     out[f'spread_{name}'] = _ci(np.mean([np.std(s) for s in sc]) for sc in per_head[name])
