@@ -118,7 +118,7 @@ def bounds(root: str, source: str, target: str, seed: int = 0) -> dict:
 
   tgt_x = np.concatenate([features(v) for v in splits[target]['train']])
   w = logistic_regression(np.r_[xs, tgt_x], np.r_[np.zeros(len(xs)), np.ones(len(tgt_x))])
-  sym = lambda z: 2.0 / (1.0 + np.exp(-z)) - 1.0  # noqa: E731  a head's 2·sigmoid − 1
+  sym = lambda z: np.tanh(0.5 * z)  # noqa: E731  a head's 2·sigmoid − 1
   domain = lambda x: domain_llr(x, mu[target], mu[source], prior)  # noqa: E731
   rows = {
       'target highlight posterior (oracle optimum)': lambda x: logodds(x, target),
