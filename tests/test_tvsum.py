@@ -280,3 +280,53 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
     head_probe.probe_runs([str(runs[1])])
+
+
+def test_tvsum_ceiling_chance_and_agreement_by_hand():
+  """chance = the mean over all 720 orders of 6 segments; an annotator who ranks opposite to
+  the others gets 0 from them, and a tie (the others' mean is flat) gets chance."""
+  import itertools  # pylint: disable=import-outside-toplevel
+  from tools import tvsum_ceiling  # pylint: disable=import-outside-toplevel
+  a = np.array([[1., 2, 5, 3, 4, 6], [2., 1, 4, 5, 3, 6]])
+  orders = [evaluation.top5_average_precision(a, np.array(p, float))
+            for p in itertools.permutations(range(6))]
+  assert tvsum_ceiling.chance(a) == pytest.approx(np.mean(orders), abs=1e-12)
+  up = np.arange(1., 11.)
+  assert tvsum_ceiling.one_vs_rest(np.stack([up, up[::-1]])) == 0.0
+  three = np.stack([up, up, up[::-1]])  # the third's others agree with the first two
+  expect = (2 * tvsum_ceiling.chance(up[None]) + 0.0) / 3
+  assert tvsum_ceiling.one_vs_rest(three) == pytest.approx(expect, abs=1e-12)
+  assert tvsum_ceiling.one_vs_rest(np.stack([up, up])) == 1.0
+
+
+def test_tvsum_ceiling_ridge_is_sklearns():
+  from sklearn.linear_model import Ridge  # pylint: disable=import-outside-toplevel
+  from tools import tvsum_ceiling  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(40, 60)), rng.normal(size=40)  # more dimensions than rows
+  for p, w in zip((0.5, 30.0), tvsum_ceiling.ridge(x, y, (0.5, 30.0))):
+    ref = Ridge(alpha=p, solver='svd').fit(x, y)
+    np.testing.assert_allclose(w, np.r_[ref.coef_, ref.intercept_], atol=1e-8)
+
+
+def test_tvsum_ceiling_probe_reads_no_test_label(tmp_path):
+  """The probe's penalty and test scores are the same with the test videos' labels gone, and
+  on the small TVSum (feature 0 carries the label) it ranks far above chance, every video of
+  the k-fold split tested once."""
+  from tools import tvsum_ceiling  # pylint: disable=import-outside-toplevel
+  root = write_tvsum(str(tmp_path / 'tv'), 'official')
+  anno, _ = tvsum.read_annotations(root, 'official')
+  videos = [tvsum.load_video(datasets.as_store(root), v, anno[v], ['rgb', 'opt'], 2.0, {})
+            for v in sorted(anno) if anno[v]['category'] == 'VT']
+  train, test = videos[:4], videos[4:]
+  blind = [datasets.Video(v.vid, v.category, v.features, np.full_like(v.labels, np.nan))
+           for v in test]
+  p, scores = tvsum_ceiling.linear_probe(train, test)
+  p_blind, scores_blind = tvsum_ceiling.linear_probe(train, blind)
+  assert p == p_blind and np.array_equal(scores[0], scores_blind[0])
+  res = tvsum_ceiling.ceiling(root, 'kfold')
+  assert sorted(res['per_video']) == sorted(anno) and len(res['penalties']['BK']) == 5
+  avg = res['average']
+  assert avg['linear probe'] > avg['chance'] + 0.2 and avg["annotators' mean"] > avg['chance']
+  with pytest.raises(SystemExit, match='tvsum_ceiling: .*nowhere is not a folder'):
+    tvsum_ceiling.main([str(tmp_path / 'nowhere')])
