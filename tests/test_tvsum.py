@@ -330,3 +330,7 @@ def test_tvsum_ceiling_probe_reads_no_test_label(tmp_path):
   assert avg['linear probe'] > avg['chance'] + 0.2 and avg["annotators' mean"] > avg['chance']
   with pytest.raises(SystemExit, match='tvsum_ceiling: .*nowhere is not a folder'):
     tvsum_ceiling.main([str(tmp_path / 'nowhere')])
+  with pytest.raises(SystemExit, match='--penalties=.*comma-separated'):
+    tvsum_ceiling.main([root, '--penalties=ten'])
+  fixed = tvsum_ceiling.ceiling(root, 'kfold', penalties_grid=(10.0,))
+  assert {p for ps in fixed['penalties'].values() for p in ps} == {10.0}

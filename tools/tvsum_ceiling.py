@@ -1,7 +1,7 @@
 """What TVSum's top-5 mAP means on a split: chance, its own annotators, and a linear probe.
 
   python -m tools.tvsum_ceiling data/tvsum [--split=umt|kfold|paper] [--features=rgb+opt]
-                                [--json=F]
+                                [--penalties=1,10,100,1000,10000] [--json=F]
 
 TVSum's metric (dlvhd_jax/evaluation.py: per annotator, the segments above that annotator's
 median are positives, and the AP of the model's 5 best-ranked segments is averaged over
@@ -95,7 +95,7 @@ def linear_probe(train, test, penalties=PENALTIES) -> tuple[float, list[np.ndarr
 
 
 def ceiling(root: str, split: str = 'umt', features: str = 'rgb+opt',
-            annotation: str = 'official') -> dict:
+            annotation: str = 'official', penalties_grid=PENALTIES) -> dict:
   """-> {'per_video': {vid: {category, row: AP}}, 'per_category': {row: {cat: mean}},
   'average': {row: mean over categories}, 'penalties': {cat: [chosen per fold]}}."""
   if isinstance(root, str) and not os.path.isdir(root):
@@ -112,7 +112,7 @@ def ceiling(root: str, split: str = 'umt', features: str = 'rgb+opt',
                                      dims)
     return loaded[vid]
   cats = tvsum._categories(anno)  # pylint: disable=protected-access
-  per_video, penalties = {}, {}
+  per_video, chosen = {}, {}
   for c in cats:
     n = sum(e['category'] == c for e in anno.values())
     folds = range(min(5, n)) if split == 'kfold' else [0]
@@ -124,8 +124,8 @@ def ceiling(root: str, split: str = 'umt', features: str = 'rgb+opt',
         raise UserInputError(f'{store.where("video_features")} has no {"+".join(streams)} '
                              f'features of a {c} test video of data.split={split} ({layout} '
                              'annotation); add them or pick --features')
-      penalty, probe = linear_probe(train, test)
-      penalties.setdefault(c, []).append(penalty)
+      penalty, probe = linear_probe(train, test, tuple(penalties_grid))
+      chosen.setdefault(c, []).append(penalty)
       for v, scores in zip(test, probe):
         a = v.annotator_scores
         per_video[v.vid] = {'category': c, ROWS[0]: chance(a), ROWS[1]: one_vs_rest(a),
@@ -136,14 +136,14 @@ def ceiling(root: str, split: str = 'umt', features: str = 'rgb+opt',
   return {'split': split, 'features': features, 'annotation': layout,
           'per_video': per_video, 'per_category': per_cat,
           'average': {r: float(np.mean(list(per_cat[r].values()))) for r in ROWS},
-          'penalties': penalties}
+          'penalties': chosen, 'penalty_grid': [float(p) for p in penalties_grid]}
 
 
 def markdown(res: dict) -> str:
   cats = list(res['per_category'][ROWS[0]])
   n = len(res['per_video'])
   lines = [f'TVSum top-5 mAP, split {res["split"]} ({n} test videos), features '
-           f'{res["features"]}', '',
+           f'{res["features"]}, probe penalties {res["penalty_grid"]}', '',
            '| reference | ' + ' | '.join(cats) + ' | Average |',
            '|---|' + '---:|' * (len(cats) + 1)]
   for r in ROWS:
@@ -158,10 +158,19 @@ def main(argv=None) -> int:
   p.add_argument('--split', default='umt', choices=('umt', 'kfold', 'paper'))
   p.add_argument('--features', default='rgb+opt', help='rgb+opt, rgb or opt')
   p.add_argument('--annotation', default='official', choices=('official', 'public'))
+  p.add_argument('--penalties', default=','.join(f'{x:g}' for x in PENALTIES),
+                 help='the ridge penalties the probe chooses among (one: no choice)')
   p.add_argument('--json', default='', help='also write the numbers here')
   a = p.parse_args(argv)
   try:
-    res = ceiling(a.data, a.split, a.features, a.annotation)
+    penalties = [float(x) for x in a.penalties.split(',')]
+  except ValueError:
+    raise SystemExit(f'tvsum_ceiling: --penalties={a.penalties!r}: give comma-separated '
+                     'numbers, e.g. 10,100,1000') from None
+  if not penalties or min(penalties) <= 0:
+    raise SystemExit(f'tvsum_ceiling: --penalties={a.penalties!r}: every penalty must be > 0')
+  try:
+    res = ceiling(a.data, a.split, a.features, a.annotation, penalties)
   except UserInputError as e:
     raise SystemExit(f'tvsum_ceiling: {e}') from None
   print(markdown(res))
