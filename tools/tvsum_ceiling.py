@@ -128,6 +128,9 @@ def ceiling(root: str, split: str = 'umt', features: str = 'rgb+opt',
       chosen.setdefault(c, []).append(penalty)
       for v, scores in zip(test, probe):
         a = v.annotator_scores
+        if len(a) < 2:
+          raise UserInputError(f'{v.vid} has {len(a)} annotator in the {layout} annotation of '
+                               f'{store.where("")}: the agreement rows need 2 or more')
         per_video[v.vid] = {'category': c, ROWS[0]: chance(a), ROWS[1]: one_vs_rest(a),
                             ROWS[2]: top5_average_precision(a, a.mean(0)),
                             ROWS[3]: top5_average_precision(a, scores)}
