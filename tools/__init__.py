@@ -2,5 +2,17 @@
 `python -m tools.convert_c3d` (published C3D weights -> .npz), `python -m tools.torch_reference`
 (the published PyTorch regime's step time), `python -m tools.gen_config_docs` (docs/configs.md),
 `python tools/memory_report.py` (peak bytes per device from XLA's memory analysis),
-`python -m tools.gap_closure` (the share of a transfer gap a method closes) and
-`bash tools/gpu_check.sh` (the prepared GPU check)."""
+`python -m tools.gap_closure` (the share of a transfer gap a method closes),
+`python -m tools.head_probe` (what each DL-VHD head ranks), `python -m tools.domain_bound`
+(each head's optimum on the embedded generator), `python -m tools.tvsum_ceiling` (TVSum's
+chance, human-agreement and linear-probe references) and `bash tools/gpu_check.sh` (the
+prepared GPU check)."""
+import json
+
+
+def report(table: str, numbers, json_path: str = '') -> None:
+  """Prints a tool's markdown table and, when asked, writes its numbers as JSON."""
+  print(table)
+  if json_path:
+    with open(json_path, 'w') as f:
+      json.dump(numbers, f, indent=1)

@@ -37,6 +37,7 @@ import numpy as np
 
 from data_pipelines import synthetic
 from dlvhd_jax.evaluation import average_precision
+from tools import report
 
 
 def highlight_logodds(x: np.ndarray, mu: np.ndarray, prior: float) -> np.ndarray:
@@ -156,10 +157,7 @@ def main(argv=None) -> int:
   p.add_argument('--json', default='', help='also write the numbers here')
   a = p.parse_args(argv)
   res = bounds(a.data, a.source, a.target, a.seed)
-  print(markdown(res))
-  if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(res, f, indent=1)
+  report(markdown(res), res, a.json)
   return 0
 
 

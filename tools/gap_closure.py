@@ -27,6 +27,7 @@ import numpy as np
 
 from app import tables, transfer
 from dlvhd_jax import stats
+from tools import report
 
 # The tables' names (the ablations' included), shorter for the full model and source-only.
 LABELS = {**tables.LABELS, 'dlvhd': 'DL-VHD', 'sl': 'source-only'}
@@ -210,10 +211,7 @@ def main(argv=None) -> int:
   table = rows(args.matrix, args.runs)
   if args.pool:
     table += pooled(table)
-  print(to_markdown(table))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(table, f, indent=1)
+  report(to_markdown(table), table, args.json)
   return 0
 
 

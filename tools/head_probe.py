@@ -49,6 +49,7 @@ from app import experiment, transfer
 from app.detector import recorded_config
 from dlvhd_jax import evaluation, hparams, stats
 from tools.gap_closure import find_runs, label, run_fold, scored_variant
+from tools import report
 
 HEADS = ('coarse', 'fine')
 
@@ -219,10 +220,7 @@ def main(argv=None) -> int:
                      if recorded_config(r).method.startswith('dlvhd')])
   if not rows:
     raise SystemExit(f'error: no dlvhd run in {args.runs}')
-  print(to_markdown(rows))
-  if args.json:
-    with open(args.json, 'w') as fh:
-      json.dump(rows, fh, indent=1)
+  report(to_markdown(rows), rows, args.json)
   return 0
 
 

@@ -26,7 +26,6 @@ Prints a markdown table; --json writes the numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -35,6 +34,7 @@ import numpy as np
 from data_pipelines import datasets, tvsum
 from dlvhd_jax.errors import UserInputError
 from dlvhd_jax.evaluation import top5_average_precision
+from tools import report
 
 PENALTIES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 ROWS = ('chance', 'one annotator vs rest', "annotators' mean", 'linear probe')
@@ -176,10 +176,7 @@ def main(argv=None) -> int:
     res = ceiling(a.data, a.split, a.features, a.annotation, penalties)
   except UserInputError as e:
     raise SystemExit(f'tvsum_ceiling: {e}') from None
-  print(markdown(res))
-  if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(res, f, indent=1)
+  report(markdown(res), res, a.json)
   return 0
 
 
