@@ -280,6 +280,12 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
     head_probe.probe_runs([str(runs[1])])
+  # Seed agreement pools them too: one row over the five BK videos, the runs' mAP beside it.
+  from tools import seed_agreement  # pylint: disable=import-outside-toplevel
+  (agree,) = [r for g in gap_closure.fold_groups([str(runs[1]), str(runs[0])])
+              for r in seed_agreement.group_rows(g)]
+  assert (agree['seeds'], agree['test_map']) == (2, pytest.approx(row['map'], abs=1e-9))
+  assert agree['videos'] <= 5 and agree['run'].endswith('dlvhd__BK (2 folds)')
 
 
 def test_tvsum_ceiling_chance_and_agreement_by_hand():

@@ -3,7 +3,8 @@
 (the published PyTorch regime's step time), `python -m tools.gen_config_docs` (docs/configs.md),
 `python tools/memory_report.py` (peak bytes per device from XLA's memory analysis),
 `python -m tools.gap_closure` (the share of a transfer gap a method closes),
-`python -m tools.head_probe` (what each DL-VHD head ranks), `python -m tools.domain_bound`
+`python -m tools.head_probe` (what each DL-VHD head ranks), `python -m tools.seed_agreement`
+(how far a run's seeds agree on each target video's order), `python -m tools.domain_bound`
 (each head's optimum on the embedded generator), `python -m tools.tvsum_ceiling` (TVSum's
 chance, human-agreement and linear-probe references) and `bash tools/gpu_check.sh` (the
 prepared GPU check)."""

@@ -110,6 +110,30 @@ def scored_variant(run_dir: str, target: str) -> str:
   return ', '.join(filter(None, (variant(run_dir, target), extra)))
 
 
+def fold_groups(run_dirs: list[str]) -> list[list[str]]:
+  """Finished runs -> groups to read as one row each: a run alone, or the k fold runs of one
+  method (and variant) on one pair (data.split=kfold, one run per --config.data.fold), in
+  fold order; folds 0..k-1 must all be there."""
+  out, kfold = [], {}
+  for run in run_dirs:
+    fold = run_fold(run)
+    if fold is None:
+      out.append([run])
+      continue
+    res = _read(os.path.join(run, 'results.json'))
+    key = (res['method'], scored_variant(run, res['target_category']),
+           res['source_category'], res['target_category'])
+    kfold.setdefault(key, []).append((fold, run))
+  for (_, _, src, tgt), members in kfold.items():
+    members.sort()
+    folds, num = [f for (f, _), _ in members], members[0][0][1]
+    if folds != list(range(num)):
+      raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} cover folds {folds}: pass '
+                       f'one run per fold 0..{num - 1} together')
+    out.append([r for _, r in members])
+  return out
+
+
 def _merged(matrix_dir: str, key: tuple, members: list) -> tuple:
   """[(fold, run folder, results)] of one method on one pair -> (label, key, and the method's,
   source-only and oracle summaries, each merged over every fold's test videos)."""

@@ -39,7 +39,6 @@ Prints a markdown table; --json writes the numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -48,7 +47,7 @@ import numpy as np
 from app import experiment, transfer
 from app.detector import recorded_config
 from dlvhd_jax import evaluation, hparams, stats
-from tools.gap_closure import find_runs, label, run_fold, scored_variant
+from tools.gap_closure import find_runs, fold_groups, label, run_fold, scored_variant
 from tools import report
 
 HEADS = ('coarse', 'fine')
@@ -170,23 +169,12 @@ def probe(run_dir: str) -> dict:
 def probe_runs(run_dirs: list[str]) -> list[dict]:
   """One row per run; the k fold runs of one method on one pair (data.split=kfold, one run
   per --config.data.fold) merge into one row over every fold's test videos."""
-  out, kfold = [], {}
-  for run in run_dirs:
-    fold = run_fold(run)
-    if fold is None:
-      out.append(probe(run))
-      continue
-    res = json.load(open(os.path.join(run, 'results.json')))
-    key = (res['method'], scored_variant(run, res['target_category']),
-           res['source_category'], res['target_category'])
-    kfold.setdefault(key, []).append((fold, run))
-  for (_, _, src, tgt), members in kfold.items():
-    members.sort()
-    folds, num = [f for (f, _), _ in members], members[0][0][1]
-    if folds != list(range(num)):
-      raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} cover folds {folds}: probe '
-                       f'one run per fold 0..{num - 1} together')
-    out.append({**_statistics(_concat([_scores(r) for _, r in members])), 'num_folds': num})
+  out = []
+  for group in fold_groups(run_dirs):
+    if len(group) == 1 and run_fold(group[0]) is None:
+      out.append(probe(group[0]))
+    else:
+      out.append({**_statistics(_concat([_scores(r) for r in group])), 'num_folds': len(group)})
   return out
 
 
