@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import launch
@@ -217,22 +218,11 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   # Seed agreement reads the (rescored) run's test_scores.npz and nothing else.
   from tools import seed_agreement  # pylint: disable=import-outside-toplevel
   (agree,) = seed_agreement.group_rows([str(run)])
-  rho = [_spearman(s[0], s[1]) for s in after.values() if np.ptp(s[0]) > 0 and np.ptp(s[1]) > 0]
+  rho = [spearmanr(s[0], s[1])[0] for s in after.values()
+         if np.ptp(s[0]) > 0 and np.ptp(s[1]) > 0]
   assert (agree['seeds'], agree['videos']) == (2, len(rho))
   assert agree['agreement'] == pytest.approx(np.mean(rho), abs=1e-9)
   assert agree['test_map'] == pytest.approx(relogit['map'], abs=1e-9)
-
-
-def _spearman(a, b):
-  """Pearson correlation of mean ranks (ties share the mean of their positions)."""
-  def ranks(x):
-    order = np.argsort(x, kind='stable')
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x), dtype=float)
-    for v in np.unique(x):  # ties: the mean of their positions
-      r[x == v] = r[x == v].mean()
-    return r
-  return np.corrcoef(ranks(a), ranks(b))[0, 1]
 
 
 def test_seed_agreement_of_one_video(tmp_path, capsys):
@@ -245,7 +235,7 @@ def test_seed_agreement_of_one_video(tmp_path, capsys):
   assert seed_agreement.seed_agreement(np.stack([x, -x])) == pytest.approx(-1.0)
   assert seed_agreement.seed_agreement(np.stack([x, -x, np.ones(12)])) == pytest.approx(-1.0)
   three = np.round(rng.normal(size=(3, 12)), 1)  # with ties
-  want = np.mean([_spearman(three[i], three[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
+  want = np.mean([spearmanr(three[i], three[j])[0] for i, j in ((0, 1), (0, 2), (1, 2))])
   assert seed_agreement.seed_agreement(three) == pytest.approx(want, abs=1e-12)
   assert np.isnan(seed_agreement.seed_agreement(np.stack([x, np.zeros(12)])))
   (tmp_path / 'results.json').write_text('{}')  # a run folder without its scores

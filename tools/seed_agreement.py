@@ -7,9 +7,11 @@ source's highlights, not the target's; a criterion that sees the target without 
 is what a selection would need. One candidate: if a recipe's target ranking carries signal,
 independently seeded models should agree on it; noise does not replicate. Per run, from its
 test_scores.npz ([replicas, T] per test video) and nothing else: per test video the mean
-Spearman rank correlation over every pair of seeds (ties at mean rank; a video on which a
-seed scores every segment alike is left out), then the mean over videos with a 95% t
-interval over videos. A run with config.vary has one row per value (its seeds only).
+Spearman rank correlation over every pair of seeds (ties at mean rank; a seed that scores
+all of a video's segments alike is left out of that video's pairs), then the mean over
+videos with a 95% t interval over videos. A run with config.vary has one row per value (its
+seeds only); the fold runs of a k-fold pair (data.split=kfold) are one row over all their
+videos.
 
 The mAP column (its seeds' mean test mAP from results.json, when there) reads the test labels
 and is there only to check the criterion against; the agreement never sees them.
@@ -24,7 +26,6 @@ import re
 import sys
 
 import numpy as np
-from scipy import stats as sstats
 
 from app.detector import recorded_config
 from dlvhd_jax import hparams, replica_axis, stats
@@ -33,12 +34,17 @@ from tools import report
 from tools.gap_closure import _read, find_runs, fold_groups, per_video
 
 
+def ranks(x: np.ndarray) -> np.ndarray:
+  """[T] -> 1-based ranks, tied values sharing the mean of their positions."""
+  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+  return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
 def seed_agreement(scores: np.ndarray) -> float:
   """[seeds, T] scores of one video -> mean pairwise Spearman correlation of the seeds; NaN
   when fewer than two seeds vary over the video."""
-  rhos = [sstats.spearmanr(scores[i], scores[j])[0]
-          for i, j in itertools.combinations(range(len(scores)), 2)
-          if np.ptp(scores[i]) > 0 and np.ptp(scores[j]) > 0]
+  varying = [ranks(s) for s in scores if np.ptp(s) > 0]
+  rhos = [np.corrcoef(a, b)[0, 1] for a, b in itertools.combinations(varying, 2)]
   return float(np.mean(rhos)) if rhos else float('nan')
 
 
