@@ -150,6 +150,29 @@ def test_layouts_load_the_same_videos(tmp_path):
     datasets.get('tvsum').load(_cfg(str(tmp_path / 'o'), source_category='surfing'))
 
 
+def test_official_files_are_parsed_once_until_they_change(tmp_path, monkeypatch):
+  """A matrix reads the annotation hundreds of times in one process: parsed once, shared
+  read-only, read again when the file changes."""
+  root = write_tvsum(str(tmp_path / 'o'), 'official')
+  parses = []
+  parse = tvsum._parse_official  # pylint: disable=protected-access
+  monkeypatch.setattr(tvsum, '_parse_official', lambda store: parses.append(1) or parse(store))
+  first = tvsum.read_official(root)
+  again = tvsum.read_official(root)
+  assert len(parses) == 1 and again['VT_0']['frames'] is first['VT_0']['frames']
+  again['VT_0']['fps'] = 1.0  # an entry is the caller's own; the frame scores are not writable
+  assert tvsum.read_official(root)['VT_0']['fps'] == first['VT_0']['fps']
+  with pytest.raises(ValueError, match='read-only'):
+    first['VT_0']['frames'][0, 0] = 5
+  path = os.path.join(root, tvsum.OFFICIAL_ANNO)
+  text = open(path).read()
+  with open(path, 'w') as f:
+    f.write(text.replace('VT_0\tVT\t', 'VT_0\tVT\t5,', 20))  # one more frame per annotator
+  changed = tvsum.read_official(root)
+  assert len(parses) == 2
+  assert changed['VT_0']['frames'].shape[1] == first['VT_0']['frames'].shape[1] + 1
+
+
 def test_graded_label_rules(tmp_path):
   # Three annotators, four segments. Medians 2.5, 3, 3: above them are segments {0, 3}, {3}
   # and {2, 3}, so the above-median shares are [1/3, 0, 1/3, 1].
