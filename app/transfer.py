@@ -292,11 +292,24 @@ def write_artifacts(cfg, workdir: str, cats, cells: dict) -> dict:
   return matrix
 
 
+def _with_stats(per_seed: list[dict], **extra) -> dict:
+  """Per-seed summaries -> a summary: per metric the mean and the 95% t interval over seeds,
+  as evaluation.summarize_seeds."""
+  out = {'per_seed': per_seed, 'num_seeds': len(per_seed), **extra}
+  for metric in METRICS:
+    m = stats.mean_ci([s[metric] for s in per_seed])
+    out.update({metric: m['mean'], f'{metric}_std': m['std'], f'{metric}_ci95': m['ci95']})
+  return out
+
+
 def merge_folds(parts: list[dict]) -> dict:
   """Summaries of one (source, target) cell over the k folds (each tested other videos of
   the target) -> one summary over all of them: per seed, the per-video APs of every fold;
   mAP = their mean; the interval over seeds as evaluation.summarize_seeds."""
   seeds = [p['seed'] for p in parts[0]['per_seed']]
+  if any([p['seed'] for p in part['per_seed']] != seeds for part in parts):
+    raise UserInputError(f'the folds of one cell ran different seeds ({seeds} and others): run '
+                         'every fold with the same --config.seed and --config.num_seeds')
   per_seed = []
   for i, seed in enumerate(seeds):
     merged = {'seed': seed}
@@ -306,16 +319,64 @@ def merge_folds(parts: list[dict]) -> dict:
       valid = [a for a in aps.values() if a is not None]
       merged[metric] = float(np.mean(valid)) if valid else float('nan')
     per_seed.append(merged)
-  out = {'per_seed': per_seed, 'num_seeds': len(seeds), 'num_folds': len(parts),
-         'num_test_videos': sum(p.get('num_test_videos', 0) for p in parts),
-         'steps': parts[0].get('steps'), 'wall_s': sum(p.get('wall_s') or 0 for p in parts)}
-  for metric in METRICS:
-    m = stats.mean_ci([s[metric] for s in per_seed])
-    out.update({metric: m['mean'], f'{metric}_std': m['std'], f'{metric}_ci95': m['ci95']})
+  out = _with_stats(per_seed, num_folds=len(parts),
+                    num_test_videos=sum(p.get('num_test_videos', 0) for p in parts),
+                    steps=parts[0].get('steps'), wall_s=sum(p.get('wall_s') or 0 for p in parts))
   vals = [p.get('source_val_map') for p in parts]
   if all(v for v in vals):
     out['source_val_map'] = np.mean(np.array(vals, np.float64), axis=0).tolist()
   return out
+
+
+# results.json lists with one entry per seed, kept beside per_seed when seeds are regrouped.
+_PER_SEED_LISTS = ('source_val_map', 'selected_steps')
+
+
+def _seed_rows(summary: dict) -> dict:
+  """-> {seed: (its per_seed entry, {key: its entry of each per-seed list})}."""
+  n = len(summary['per_seed'])
+  return {p['seed']: (p, {k: summary[k][i] for k in _PER_SEED_LISTS
+                          if isinstance(summary.get(k), list) and len(summary[k]) == n})
+          for i, p in enumerate(summary['per_seed'])}
+
+
+def _of_seeds(template: dict, rows: list) -> dict:
+  """The scalar fields of `template` (method, categories, steps, ...) and the statistics of
+  `rows` ([(per_seed entry, per-seed list entries)], in order)."""
+  scalars = {k: v for k, v in template.items()
+             if not isinstance(v, (list, dict)) and not k.startswith(METRICS)}
+  lists = {k: [r[1][k] for r in rows] for k in _PER_SEED_LISTS if all(k in r[1] for r in rows)}
+  return {**scalars, **_with_stats([r[0] for r in rows], seeds=[r[0]['seed'] for r in rows],
+                                   **lists)}
+
+
+def merge_seeds(parts: list[dict]) -> dict:
+  """Summaries of one cell from runs over disjoint seeds (say --config.seed=0
+  --config.num_seeds=3, then --config.seed=3 --config.num_seeds=2) -> one summary over all
+  of their seeds, in seed order. Replica r of a run is the standalone run with seed + r
+  (tests/test_seeds.py), so the merge is the run those seeds would have made together."""
+  rows = sorted((item for part in parts for item in _seed_rows(part).items()),
+                key=lambda item: item[0])
+  seeds = [s for s, _ in rows]
+  if len(set(seeds)) != len(seeds):
+    raise UserInputError(f'runs of one cell share seeds ({seeds}): pass each seed once')
+  if len({tuple(sorted(p['per_seed'][0]['per_video_ap'])) for p in parts}) != 1:
+    raise UserInputError('runs of one cell tested different videos: merge only runs of one '
+                         'split and fold')
+  return {**_of_seeds(parts[0], [r for _, r in rows]),
+          'wall_s': sum(p.get('wall_s') or 0 for p in parts)}
+
+
+def pick_seeds(summary: dict, seeds: list[int], what: str) -> dict:
+  """`summary` restricted to `seeds`, in that order: e.g. the cells of a 5-seed matrix paired
+  with a method run over seeds 0..2."""
+  have = _seed_rows(summary)
+  missing = [s for s in seeds if s not in have]
+  if missing:
+    raise UserInputError(f'{what} has no seed {missing[0]} (it ran seeds {sorted(have)}): '
+                         'run the method over seeds the matrix has (--config.seed, '
+                         '--config.num_seeds)')
+  return _of_seeds(summary, [have[s] for s in seeds])
 
 
 def _folds(cfg) -> list[int | None]:

@@ -189,6 +189,26 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
       nan_ok=True)
   assert 'diving → climbing' in gap_closure.to_markdown([row])
   assert np.mean(row['per_video']['method'], axis=1).mean() == pytest.approx(res['map'], abs=1e-9)
+  # Seeds pair by value: a run of seed 1 alone pairs with the matrix's seed 1, and runs of
+  # seed 0 and of seed 1 together make the 2-seed run's row.
+  single = {s: tmp_path / f'dlvhd_seed{s}' for s in (0, 1)}
+  for s, path in single.items():
+    assert _main('--config=configs/demo.py', f'--workdir={path}', '--config.method=dlvhd',
+                 '--config.compare_methods=()', '--config.data.source_category=diving',
+                 '--config.data.target_category=climbing', f'--config.data.root={work}/data',
+                 f'--config.seed={s}', *tiny_overrides()) == 0
+  (one,) = gap_closure.rows(work, [str(single[1])])
+  (two,) = gap_closure.rows(work, [str(single[1]), str(single[0])])
+  for key in ('method', 'source_only', 'oracle'):
+    np.testing.assert_allclose(one['per_video'][key], row['per_video'][key][1:], atol=1e-5)
+    np.testing.assert_allclose(two['per_video'][key], row['per_video'][key], atol=1e-5)
+  assert two['gap'] == row['gap'] and two['map'] == pytest.approx(row['map'], abs=1e-5)
+  assert two['run'].endswith('(2 runs)')
+  with pytest.raises(SystemExit, match=r'share seeds \(\[0, 1, 1\]\)'):
+    gap_closure.rows(work, [str(run), str(single[1])])
+  cell = json.load(open(os.path.join(work, transfer.cell_name('diving'), 'transfer.json')))
+  with pytest.raises(UserInputError, match='has no seed 2'):
+    transfer.pick_seeds(cell['climbing'], [0, 2], 'the cell')
   # The head probe on the same run: both heads together are the run's own test score.
   from tools import head_probe  # pylint: disable=import-outside-toplevel
   probe = head_probe.probe(str(run))

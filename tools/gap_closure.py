@@ -5,8 +5,11 @@
 --matrix: a `configs/transfer_matrix.py` sweep folder (source-only and oracle per pair: the
 model trained on the source tested on the target, and the target's own model). Positional:
 folders of finished runs (a table sweep's folder, or single runs) with results.json of
-another method on a (source, target) pair of the matrix; the same seeds, test videos and
-split. Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
+another method on a (source, target) pair of the matrix; the same test videos and split,
+seeds paired by value (replica r of a run is seed --config.seed + r, so a run over seeds 0..2
+pairs with the first three seeds of a 5-seed matrix, and runs of one method on one pair over
+disjoint seeds, say seeds 0..2 and then --config.seed=3 --config.num_seeds=2, merge into one
+row over all five). Against a k-fold matrix (TVSum's data.split=kfold), one run per fold of a method on
 a pair (one table sweep with --config.sweep.all_folds=True, or one per --config.data.fold=k)
 pairs with that fold's models, and the folds merge as the matrix merges them: one row over
 every target video. Prints a markdown table: the gap (oracle − source-only), the method's
@@ -27,6 +30,7 @@ import numpy as np
 
 from app import tables, transfer
 from dlvhd_jax import stats
+from dlvhd_jax.errors import UserInputError
 from tools import report
 
 # The tables' names (the ablations' included), shorter for the full model and source-only.
@@ -134,39 +138,65 @@ def fold_groups(run_dirs: list[str]) -> list[list[str]]:
   return out
 
 
-def _merged(matrix_dir: str, key: tuple, members: list) -> tuple:
-  """[(fold, run folder, results)] of one method on one pair -> (label, key, and the method's,
-  source-only and oracle summaries, each merged over every fold's test videos)."""
+def _cell(matrix_dir: str, key: tuple, by_fold: dict) -> tuple:
+  """One method on one pair: {fold or None: [(run folder, results)]} -> (label, the method's,
+  source-only and oracle summaries over the same seeds and test videos). Runs of one fold
+  over disjoint seeds merge into one (transfer.merge_seeds); the matrix's cells are taken at
+  the method's seeds, so a method run over seeds 0..2 pairs with a 5-seed matrix; k folds
+  merge over every fold's test videos, as the matrix merges them."""
   src, tgt = key[2], key[3]
-  members = sorted(members, key=lambda m: m[0][0])
-  folds, num = [m[0][0] for m in members], members[0][0][1]
-  if folds != list(range(num)):
-    raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} ({", ".join(m[1] for m in members)}) '
-                     f'cover folds {folds}: run one per fold 0..{num - 1} (--config.data.fold=k)')
-  pairs = [matrix_pair(matrix_dir, src, tgt, f) for f in folds]
-  label = os.path.commonpath([m[1] for m in members]) + f' ({num} folds)'
-  return (label, key, transfer.merge_folds([m[2] for m in members]),
-          transfer.merge_folds([p[0] for p in pairs]), transfer.merge_folds([p[1] for p in pairs]))
+  folds = list(by_fold)
+  if folds != [None]:
+    if None in folds:
+      raise SystemExit(f'error: {src} -> {tgt} has runs with and without data.split=kfold: '
+                       'pass the runs of one split')
+    folds.sort()
+    covered, num = [f for f, _ in folds], folds[0][1]
+    if covered != list(range(num)):
+      runs = ', '.join(r for f in folds for r, _ in by_fold[f])
+      raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} ({runs}) cover folds '
+                       f'{covered}: run one per fold 0..{num - 1} (--config.data.fold=k)')
+  parts = []
+  for fold in folds:
+    members = by_fold[fold]
+    names = ', '.join(r for r, _ in members)
+    try:
+      res = transfer.merge_seeds([r for _, r in members]) if len(members) > 1 else members[0][1]
+      seeds = [p['seed'] for p in res['per_seed']]
+      so, orc = matrix_pair(matrix_dir, src, tgt, None if fold is None else fold[0])
+      parts.append((res, transfer.pick_seeds(so, seeds, f"the matrix's source-only {src} -> {tgt}"),
+                    transfer.pick_seeds(orc, seeds, f"the matrix's oracle of {tgt}")))
+    except UserInputError as e:
+      raise SystemExit(f'error: {names}: {e}') from None
+  runs = [r for f in folds for r, _ in by_fold[f]]
+  if len(runs) == 1:
+    return (runs[0], *parts[0])
+  label = os.path.commonpath(runs) + (f' ({len(folds)} folds)' if folds != [None]
+                                      else f' ({len(runs)} runs)')
+  if folds == [None]:
+    return (label, *parts[0])
+  try:
+    return (label, *(transfer.merge_folds([p[i] for p in parts]) for i in range(3)))
+  except UserInputError as e:
+    raise SystemExit(f'error: {label}: {e}') from None
 
 
 def rows(matrix_dir: str, run_dirs) -> list[dict]:
-  cells, kfold = [], {}
+  groups: dict = {}
   for run in find_runs(run_dirs):
     res = _read(os.path.join(run, 'results.json'))
     src, tgt = res['source_category'], res['target_category']
-    key, fold = (res['method'], scored_variant(run, tgt), src, tgt), run_fold(run)
-    if fold is None:
-      cells.append((run, key, res, *matrix_pair(matrix_dir, src, tgt)))
-    else:
-      kfold.setdefault(key, []).append((fold, run, res))
-  cells += [_merged(matrix_dir, key, members) for key, members in kfold.items()]
+    key = (res['method'], scored_variant(run, tgt), src, tgt)
+    groups.setdefault(key, {}).setdefault(run_fold(run), []).append((run, res))
   out = []
-  for run, (method, var, src, tgt), res, so, orc in cells:
+  for key, by_fold in groups.items():
+    run, res, so, orc = _cell(matrix_dir, key, by_fold)
+    method, var, src, tgt = key
     vids, m = per_video(res)
     for other, name in ((so, 'source-only'), (orc, 'oracle')):
-      if sorted(other['per_seed'][0]['per_video_ap']) != vids or len(other['per_seed']) != len(m):
+      if sorted(other['per_seed'][0]['per_video_ap']) != vids:
         raise SystemExit(f'error: {run} and the matrix\'s {name} of {src} -> {tgt} differ in '
-                         'test videos or seeds')
+                         'test videos')
     s, o = per_video(so, vids)[1], per_video(orc, vids)[1]
     out.append({'run': run, 'method': method, 'variant': var, 'source': src, 'target': tgt,
                 'source_only': float(np.nanmean(s.mean(0))), 'oracle': float(np.nanmean(o.mean(0))),
