@@ -169,12 +169,10 @@ def _cell(matrix_dir: str, key: tuple, by_fold: dict) -> tuple:
     except UserInputError as e:
       raise SystemExit(f'error: {names}: {e}') from None
   runs = [r for f in folds for r, _ in by_fold[f]]
-  if len(runs) == 1:
-    return (runs[0], *parts[0])
-  label = os.path.commonpath(runs) + (f' ({len(folds)} folds)' if folds != [None]
-                                      else f' ({len(runs)} runs)')
   if folds == [None]:
-    return (label, *parts[0])
+    return (runs[0] if len(runs) == 1 else f'{os.path.commonpath(runs)} ({len(runs)} runs)',
+            *parts[0])
+  label = f'{os.path.commonpath(runs)} ({len(folds)} folds)'
   try:
     return (label, *(transfer.merge_folds([p[i] for p in parts]) for i in range(3)))
   except UserInputError as e:
