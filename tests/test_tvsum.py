@@ -303,6 +303,8 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
   with pytest.raises(SystemExit, match=r'folds \[1\]'):
     head_probe.probe_runs([str(runs[1])])
+  with pytest.raises(SystemExit, match='more than one run of fold 0'):
+    head_probe.probe_runs([str(runs[0]), str(runs[1]), str(runs[0])])
   # Seed agreement pools them too: one row over the five BK videos, the runs' mAP beside it.
   from tools import seed_agreement  # pylint: disable=import-outside-toplevel
   (agree,) = [r for g in gap_closure.fold_groups([str(runs[1]), str(runs[0])])

@@ -131,6 +131,11 @@ def fold_groups(run_dirs: list[str]) -> list[list[str]]:
   for (_, _, src, tgt), members in kfold.items():
     members.sort()
     folds, num = [f for (f, _), _ in members], members[0][0][1]
+    twice = sorted({f for f in folds if folds.count(f) > 1})
+    if twice:
+      raise SystemExit(f'error: {src} -> {tgt} has more than one run of fold {twice[0]} (runs '
+                       'over disjoint seeds merge in tools.gap_closure only): pass one run per '
+                       'fold, each with every seed')
     if folds != list(range(num)):
       raise SystemExit(f'error: the k-fold runs of {src} -> {tgt} cover folds {folds}: pass '
                        f'one run per fold 0..{num - 1} together')
