@@ -18,6 +18,7 @@ import argparse
 import fnmatch
 import io
 import os
+import tempfile
 import types
 
 import numpy as np
@@ -116,9 +117,16 @@ def build(dataset: str, manual_dir: str, data_dir: str) -> str:
   if not os.path.isdir(manual_dir):
     raise UserInputError(f'--manual_dir={manual_dir} is not a folder')
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = _builder_class(dataset)(data_dir=data_dir, file_format='array_record')
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir))
+  # A builder without a finished build makes an empty mkdtemp('tfds') folder for metadata it
+  # would fetch from GCS (disabled) and never removes it: keep it in a folder we remove.
+  with tempfile.TemporaryDirectory(prefix='dlvhd_tfds_') as scratch:
+    before, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+      builder = _builder_class(dataset)(data_dir=data_dir, file_format='array_record')
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir))
+    finally:
+      tempfile.tempdir = before
   return builder.data_dir
 
 

@@ -3,6 +3,7 @@ numbers as the folder itself (array_record, tfds.data_source, no TensorFlow)."""
 import json
 import subprocess
 import sys
+import tempfile
 
 import ml_collections
 import numpy as np
@@ -35,10 +36,14 @@ def test_youtube_highlights_build_trains_like_the_files(tmp_path):
   assert res['tfds']['map'] == res['files']['map']
 
 
-def test_tvsum_build_loads_the_same_videos(tmp_path):
+def test_tvsum_build_loads_the_same_videos(tmp_path, monkeypatch):
   root = write_tvsum(str(tmp_path / 'tv'), 'official')
   out = str(tmp_path / 'tfds')
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
   build_tfds.build('tvsum', root, out)
+  assert not list(scratch.iterdir())  # the builder's scratch folders are gone
   cfg = dict(name='tvsum', root=root, source_category='VT', target_category='BK',
              features='rgb+opt', split='paper', split_seed=42, annotation='official',
              clip_seconds=-1.0, val_fraction=0.0)
