@@ -9,6 +9,7 @@ All windows of all test videos go through the model as large batched calls.
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,27 +41,55 @@ def window_indices(length: int, set_size: int, edge_rule: str = 'duplicate'):
   return idx.astype(np.int32), mask, own.astype(np.int32)
 
 
-def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False):
-  """-> jitted fn(params, features [S, D], index [E, N], mask [E, N], own [E]) -> each
-  window's own segment's logits [E, H] under the H = len(eval_heads) heads ([R, E, H] when
-  `replicas`: params with a leading axis of R independently trained models)."""
+class LogitFn(NamedTuple):
+  """Windowed scoring in two jitted parts: `embed(params, features [S, D]) -> [S, W]` runs the
+  encoder's per-segment input projection once per segment (not once per window holding it:
+  N times fewer FLOPs for it); `logits(params, embedded [S, W], index [E, N], mask [E, N],
+  own [E]) -> [E, H]` scores each window's own segment under the H eval heads. With
+  `replicas`, params carry a leading axis of R independently trained models and the outputs
+  one too: [R, E, H], and [R, S, W] where the models project their inputs ([S, W] where
+  embedding is a cast, which all R share)."""
+  embed: Callable
+  logits: Callable
+
+
+def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False) -> LogitFn:
+  """-> the LogitFn of a model (`graphdef`) scoring with `eval_heads`."""
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-  def logits(params, features, index, mask, own):
+  def embed(params, features):
+    return nnx.merge(graphdef, params).embed(features)
+
+  def logits(params, embedded, index, mask, own):
     model = nnx.merge(graphdef, params)
-    h = model.encode(features[index], mask, None)
+    h = model.encode_embedded(embedded[index], mask, None)
     # Only the heads the objective scores with run (e.g. not RevGrad's domain head).
     out = model.logits(h, None, eval_heads)
     x = jnp.stack([out[name] for name in eval_heads], axis=-1)  # [E, N, H]
     return jnp.take_along_axis(x, own[:, None, None], axis=1)[:, 0]
 
   if replicas:
-    fn = jax.vmap(logits, in_axes=(0, None, None, None, None))
+    embed_one, logits_one = embed, logits
+
+    def embed(params, features):
+      model = nnx.merge(graphdef, params)
+      if model.encoder is None or model.encoder.proj is None:
+        # A cast only: one copy shared by the R models, not R copies of the bank.
+        return features.astype(model.dtype)
+      return jax.vmap(embed_one, in_axes=(0, None))(params, features)
+
+    def logits(params, embedded, index, mask, own):
+      shared = None if embedded.ndim == 2 else 0
+      return jax.vmap(logits_one, in_axes=(0, shared, None, None, None))(
+          params, embedded, index, mask, own)
     out = parallel.replica_batch_sharded(mesh)
   else:
-    fn, out = logits, shard
+    out = shard
   # Parameters keep the layout they come with (replicated, or FSDP-sharded: XLA gathers them).
-  return jax.jit(fn, in_shardings=(None, rep, shard, shard, shard), out_shardings=out)
+  return LogitFn(
+      embed=jax.jit(embed, in_shardings=(None, rep), out_shardings=rep),
+      logits=jax.jit(logits, in_shardings=(None, rep, shard, shard, shard),
+                     out_shardings=out))
 
 
 def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg, mesh,
@@ -85,11 +114,12 @@ def predict(graphdef, params, videos_features: list[np.ndarray], eval_heads, cfg
   features = jax.device_put(np.concatenate(videos_features).astype(np.float32),
                             parallel.replicated(mesh))
   logit_fn = logit_fn or make_logit_fn(graphdef, tuple(eval_heads), mesh, replicas)
+  embedded = logit_fn.embed(params, features)
   shard = parallel.batch_sharded(mesh)
   outs = []
   for i in range(0, len(index), chunk):
     args = [jax.device_put(a[i:i + chunk], shard) for a in (index, mask, own)]
-    outs.append(logit_fn(params, features, *args))
+    outs.append(logit_fn.logits(params, embedded, *args))
   logits = np.concatenate(distributed.fetch(outs), axis=-2)[..., :total, :]  # [(R,) E, H]
   # .get: configs recorded before eval.head_fusion existed score as the paper does.
   fusion = cfg.eval.get('head_fusion', 'score')

@@ -165,10 +165,17 @@ class SetEncoder(nnx.Module):
                      rngs=rngs)
         for _ in range(depth)])
 
-  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+  def embed(self, x: jax.Array) -> jax.Array:
+    """[..., D] features -> [..., W] token inputs. Per segment, so windowed inference embeds
+    each segment once, not once per window that holds it."""
     x = x.astype(self.dtype)
-    if self.proj is not None:
-      x = self.proj(x)
+    return x if self.proj is None else self.proj(x)
+
+  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    return self.contextualize(self.embed(x), mask, key)
+
+  def contextualize(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    """[B, N, W] embedded sets -> [B, N, W] contextual embeddings."""
     if self.position is not None:
       n = x.shape[1]
       if n > self.position.shape[0]:
@@ -220,9 +227,15 @@ class HighlightModel(nnx.Module):
 
   def encode(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
     """x: [B, N, D], mask: [B, N] -> embeddings [B, N, W] (x itself without encoder)."""
-    if self.encoder is None:
-      return x.astype(self.dtype)
-    return self.encoder(x, mask, key)
+    return self.encode_embedded(self.embed(x), mask, key)
+
+  def embed(self, x: jax.Array) -> jax.Array:
+    """[..., D] features -> [..., W] the encoder's per-segment input (its projection)."""
+    return x.astype(self.dtype) if self.encoder is None else self.encoder.embed(x)
+
+  def encode_embedded(self, e: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+    """e: [B, N, W] from `embed`, mask: [B, N] -> embeddings [B, N, W]."""
+    return e if self.encoder is None else self.encoder.contextualize(e, mask, key)
 
   def logits(self, h: jax.Array, key: jax.Array | None,
              heads: Sequence[str] | None = None) -> dict[str, jax.Array]:

@@ -140,10 +140,41 @@ def test_evaluation_runs_only_the_heads_an_objective_scores_with():
 
   def dots(heads):
     fn = evaluation.make_logit_fn(graphdef, heads, mesh)
-    return str(jax.make_jaxpr(fn)(*args)).count('dot_general')
+    return str(jax.make_jaxpr(lambda p, x, *a: fn.logits(p, fn.embed(p, x), *a))(*args)).count(
+        'dot_general')
   assert objective.eval_heads == ('score',)
   # Each head is 2 dense layers; the domain head would add its 2.
   assert dots(('score', 'domain')) - dots(objective.eval_heads) == 2
   out = fwd(model, x, mask, heads=('score',))
   assert set(out) == {'score'}
   np.testing.assert_array_equal(out['score'], fwd(model, x, mask)['score'])
+
+
+@pytest.mark.parametrize('width', [32, 24])  # 24 = the feature dim: no projection, a cast
+def test_windowed_scoring_embeds_each_segment_once_and_equals_the_full_forward(width):
+  """evaluation.predict projects the bank once and gathers windows of embeddings; each score
+  must equal the model run on that window's raw features (own slot), per replica too."""
+  from dlvhd_jax import evaluation, parallel  # pylint: disable=import-outside-toplevel
+  cfg = base.get_base_config()
+  cfg.model.width, cfg.model.depth, cfg.model.num_heads = width, 2, 4
+  cfg.model.head_dims = (16, 8)
+  cfg.sampling.set_size, cfg.eval.batch_size = 5, 8
+  models = [model_lib.build_model(cfg, 24, ('coarse', 'fine'), seed=s) for s in (0, 1)]
+  graphdef, p0 = nnx.split(models[0])
+  p1 = nnx.split(models[1])[1]
+  mesh = parallel.make_mesh()
+  videos = [np.random.RandomState(v).randn(t, 24).astype(np.float32) for v, t in ((0, 9), (1, 3))]
+  heads = ('coarse', 'fine')
+  fn = evaluation.make_logit_fn(graphdef, heads, mesh)
+  assert (str(jax.make_jaxpr(fn.embed)(p0, jnp.asarray(videos[0]))).count('dot_general')
+          == (1 if width != 24 else 0))
+  stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), p0, p1)
+  both = evaluation.predict(graphdef, stacked, videos, heads, cfg, mesh, replicas=True)
+  for r, m in enumerate(models):
+    got = evaluation.predict(graphdef, nnx.split(m)[1], videos, heads, cfg, mesh, logit_fn=fn)
+    for v, feats in enumerate(videos):
+      idx, mask, own = evaluation.window_indices(len(feats), 5)
+      out = fwd(m, jnp.asarray(feats[idx]), jnp.asarray(mask))
+      ref = np.mean([np.asarray(out[h])[np.arange(len(feats)), own] for h in heads], axis=0)
+      np.testing.assert_allclose(got[v], ref, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(both[v][r], got[v], rtol=1e-6, atol=1e-7)
