@@ -159,12 +159,9 @@ def run(cfg, workdir: str) -> dict:
   outs = [score_fn.logits(state.params, embedded, *c) for c in chunks]
   jax.block_until_ready(outs)
   eval_time = time.perf_counter() - t
-  # The input projection runs once per segment of the bank, the rest once per window token.
-  proj = 2.0 * dim * width if m.use_encoder and width != dim else 0.0
-  eval_flops = ((model_lib.train_flops_per_set(n, dim, width, m.depth, m.mlp_ratio * width,
-                                               hidden, len(objective.eval_heads),
-                                               m.use_encoder) / 3.0 - proj * n) * n_windows
-                + proj * source.num_segments) * r
+  eval_flops = model_lib.eval_flops(n_windows, source.num_segments, n, dim, width, m.depth,
+                                    m.mlp_ratio * width, hidden, len(objective.eval_heads),
+                                    m.use_encoder) * r
   rated, rated_note = rated_peaks.rated_peak(jax.devices()[0].platform,
                                              jax.devices()[0].device_kind, cfg.model.dtype)
   rated = None if rated is None else rated * ndev

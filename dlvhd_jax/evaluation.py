@@ -45,7 +45,8 @@ class LogitFn(NamedTuple):
   """Windowed scoring in two jitted parts: `embed(params, features [S, D]) -> [S, W]` runs the
   encoder's per-segment input projection once per segment (not once per window holding it:
   N times fewer FLOPs for it); `logits(params, embedded [S, W], index [E, N], mask [E, N],
-  own [E]) -> [E, H]` scores each window's own segment under the H eval heads. With
+  own [E]) -> [E, H]` scores each window's own segment under the H eval heads, running the
+  last block (past its keys and values) and the heads for that segment only. With
   `replicas`, params carry a leading axis of R independently trained models and the outputs
   one too: [R, E, H], and [R, S, W] where the models project their inputs ([S, W] where
   embedding is a cast, which all R share)."""
@@ -62,11 +63,11 @@ def make_logit_fn(graphdef, eval_heads, mesh, replicas: bool = False) -> LogitFn
 
   def logits(params, embedded, index, mask, own):
     model = nnx.merge(graphdef, params)
-    h = model.encode_embedded(embedded[index], mask, None)
+    # Only the own segment's embedding leaves the encoder: [E, 1, W].
+    h = model.encode_embedded(embedded[index], mask, None, own)
     # Only the heads the objective scores with run (e.g. not RevGrad's domain head).
     out = model.logits(h, None, eval_heads)
-    x = jnp.stack([out[name] for name in eval_heads], axis=-1)  # [E, N, H]
-    return jnp.take_along_axis(x, own[:, None, None], axis=1)[:, 0]
+    return jnp.stack([out[name][:, 0] for name in eval_heads], axis=-1)  # [E, H]
 
   if replicas:
     embed_one, logits_one = embed, logits

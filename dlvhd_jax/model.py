@@ -110,15 +110,18 @@ class SelfAttention(nnx.Module):
     self.qkv = linear(width, 3 * width, variant, use_bias=not published, dtype=dtype, rngs=rngs)
     self.out = linear(width, width, variant, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    """x: [B, N, W], mask: [B, N] bool (True = valid) -> [B, N, W]."""
+  def __call__(self, x: jax.Array, mask: jax.Array, query: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, W], mask: [B, N] bool (True = valid) -> [B, N, W]; with `query` [B] int,
+    only the output at position query[b] of each set: [B, 1, W]."""
     b, n, w = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, w // self.num_heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if query is not None:
+      q = jnp.take_along_axis(q, query[:, None, None, None], axis=1)
     # Keys at padding positions are masked; the softmax itself runs in f32 inside XLA's
     # attention for bf16 inputs.
     y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], scale=self.scale)
-    return self.out(y.reshape(b, n, w))
+    return self.out(y.reshape(b, q.shape[1], w))
 
 
 class EncoderBlock(nnx.Module):
@@ -134,9 +137,13 @@ class EncoderBlock(nnx.Module):
     self.fc1 = linear(width, mlp_dim, variant, dtype=dtype, rngs=rngs)
     self.fc2 = linear(mlp_dim, width, variant, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
-    """x: [B, N, W] -> [B, N, W]."""
-    x = x + dropout(self.attn(self.ln1(x), mask), self.dropout_rate, _fold(key, 0))
+  def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None,
+               query: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, W] -> [B, N, W]; with `query` [B] int only position query[b]: [B, 1, W]."""
+    a = self.attn(self.ln1(x), mask, query)
+    if query is not None:
+      x = jnp.take_along_axis(x, query[:, None, None], axis=1)
+    x = x + dropout(a, self.dropout_rate, _fold(key, 0))
     h = jax.nn.gelu(self.fc1(self.ln2(x)), approximate=False)
     if self.inner_dropout:
       h = dropout(h, self.dropout_rate, _fold(key, 2))
@@ -174,19 +181,27 @@ class SetEncoder(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
     return self.contextualize(self.embed(x), mask, key)
 
-  def contextualize(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
-    """[B, N, W] embedded sets -> [B, N, W] contextual embeddings."""
+  def contextualize(self, x: jax.Array, mask: jax.Array, key: jax.Array | None,
+                    query: jax.Array | None = None) -> jax.Array:
+    """[B, N, W] embedded sets -> [B, N, W] contextual embeddings; with `query` [B] int, the
+    embedding at position query[b] only, [B, 1, W]: the last block then computes nothing
+    else (windowed inference keeps one segment per window)."""
     if self.position is not None:
       n = x.shape[1]
       if n > self.position.shape[0]:
         raise ValueError(f'a set of {n} segments is longer than the {self.position.shape[0]} '
                          'learned positions (sampling.set_size)')
       x = x + self.position[...][:n].astype(self.dtype)
+    last = len(self.blocks) - 1
     for i, block in enumerate(self.blocks):
-      if self.remat:
+      if query is not None and i == last:
+        x = block(x, mask, _fold(key, i), query)
+      elif self.remat:
         x = nnx.remat(lambda blk, x_, m_, k_: blk(x_, m_, k_))(block, x, mask, _fold(key, i))
       else:
         x = block(x, mask, _fold(key, i))
+    if query is not None and last < 0:  # depth 0
+      x = jnp.take_along_axis(x, query[:, None, None], axis=1)
     return x
 
 
@@ -233,9 +248,13 @@ class HighlightModel(nnx.Module):
     """[..., D] features -> [..., W] the encoder's per-segment input (its projection)."""
     return x.astype(self.dtype) if self.encoder is None else self.encoder.embed(x)
 
-  def encode_embedded(self, e: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
-    """e: [B, N, W] from `embed`, mask: [B, N] -> embeddings [B, N, W]."""
-    return e if self.encoder is None else self.encoder.contextualize(e, mask, key)
+  def encode_embedded(self, e: jax.Array, mask: jax.Array, key: jax.Array | None,
+                      query: jax.Array | None = None) -> jax.Array:
+    """e: [B, N, W] from `embed`, mask: [B, N] -> embeddings [B, N, W]; with `query` [B]
+    int only those at position query[b]: [B, 1, W]."""
+    if self.encoder is not None:
+      return self.encoder.contextualize(e, mask, key, query)
+    return e if query is None else jnp.take_along_axis(e, query[:, None, None], axis=1)
 
   def logits(self, h: jax.Array, key: jax.Array | None,
              heads: Sequence[str] | None = None) -> dict[str, jax.Array]:
@@ -286,6 +305,27 @@ def build_model(cfg, in_dim: int, heads: Sequence[str], seed) -> HighlightModel:
       rngs=nnx.Rngs(params=seed), variant=variant_of(cfg),
       # .get: a config saved before model.position existed had none.
       position=m.get('position', 'none'), set_size=int(cfg.sampling.set_size))
+
+
+def eval_flops(windows: int, segments: int, n: int, in_dim: int, width: int, depth: int,
+               mlp_dim: int, head_dims: Sequence[int], num_heads_scored: int,
+               use_encoder: bool) -> float:
+  """Analytic forward FLOPs of windowed inference (evaluation.LogitFn): `segments` segments
+  projected once (2*D*W each, if W != D), `windows` sets of N through all blocks but the last
+  (per token as in train_flops_per_set), the last block's qkv for all N tokens and its
+  attention, out projection and MLP for the own segment only, the heads on it alone."""
+  flops = 0.0
+  head_in = in_dim
+  if use_encoder:
+    head_in = width
+    if width != in_dim:
+      flops += segments * 2 * in_dim * width
+    full = 2 * 4 * width * width + 2 * 2 * width * mlp_dim + 2 * 2 * n * width
+    last = n * 2 * 3 * width * width + 2 * 2 * n * width + 2 * width * width + 2 * 2 * width * mlp_dim
+    flops += windows * ((depth - 1) * n * full + last)
+  dims = [head_in, *head_dims, 1]
+  flops += windows * num_heads_scored * sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+  return flops
 
 
 def train_flops_per_set(n: int, in_dim: int, width: int, depth: int, mlp_dim: int,

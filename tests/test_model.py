@@ -150,14 +150,20 @@ def test_evaluation_runs_only_the_heads_an_objective_scores_with():
   np.testing.assert_array_equal(out['score'], fwd(model, x, mask)['score'])
 
 
-@pytest.mark.parametrize('width', [32, 24])  # 24 = the feature dim: no projection, a cast
-def test_windowed_scoring_embeds_each_segment_once_and_equals_the_full_forward(width):
-  """evaluation.predict projects the bank once and gathers windows of embeddings; each score
-  must equal the model run on that window's raw features (own slot), per replica too."""
+@pytest.mark.parametrize('model', [
+    dict(width=32),
+    dict(width=32, remat=True, variant='v1'),
+    dict(width=24, position='learned'),  # 24 = the feature dim: no projection, a cast
+    dict(width=32, use_encoder=False)])
+def test_windowed_scoring_equals_the_full_forward_of_each_window(model):
+  """evaluation.predict projects the bank once, gathers windows of embeddings and runs the
+  last block for the own segment only; each score must equal the model run on that window's
+  raw features (its own slot), per replica too."""
   from dlvhd_jax import evaluation, parallel  # pylint: disable=import-outside-toplevel
   cfg = base.get_base_config()
-  cfg.model.width, cfg.model.depth, cfg.model.num_heads = width, 2, 4
-  cfg.model.head_dims = (16, 8)
+  cfg.model.depth, cfg.model.num_heads, cfg.model.head_dims = 2, 4, (16, 8)
+  cfg.model.update(model)
+  width = model['width']
   cfg.sampling.set_size, cfg.eval.batch_size = 5, 8
   models = [model_lib.build_model(cfg, 24, ('coarse', 'fine'), seed=s) for s in (0, 1)]
   graphdef, p0 = nnx.split(models[0])
@@ -167,7 +173,7 @@ def test_windowed_scoring_embeds_each_segment_once_and_equals_the_full_forward(w
   heads = ('coarse', 'fine')
   fn = evaluation.make_logit_fn(graphdef, heads, mesh)
   assert (str(jax.make_jaxpr(fn.embed)(p0, jnp.asarray(videos[0]))).count('dot_general')
-          == (1 if width != 24 else 0))
+          == (1 if width != 24 and cfg.model.use_encoder else 0))
   stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), p0, p1)
   both = evaluation.predict(graphdef, stacked, videos, heads, cfg, mesh, replicas=True)
   for r, m in enumerate(models):
