@@ -192,7 +192,7 @@ class SetEncoder(nnx.Module):
         raise ValueError(f'a set of {n} segments is longer than the {self.position.shape[0]} '
                          'learned positions (sampling.set_size)')
       x = x + self.position[...][:n].astype(self.dtype)
-    last = len(self.blocks) - 1
+    last = len(self.blocks) - 1  # config.model.depth >= 1
     for i, block in enumerate(self.blocks):
       if query is not None and i == last:
         x = block(x, mask, _fold(key, i), query)
@@ -200,8 +200,6 @@ class SetEncoder(nnx.Module):
         x = nnx.remat(lambda blk, x_, m_, k_: blk(x_, m_, k_))(block, x, mask, _fold(key, i))
       else:
         x = block(x, mask, _fold(key, i))
-    if query is not None and last < 0:  # depth 0
-      x = jnp.take_along_axis(x, query[:, None, None], axis=1)
     return x
 
 
