@@ -377,3 +377,41 @@ def test_domain_bound_orders_the_generators_optima(tmp_path):
     domain_bound.bounds(root, 'diving', 'climbing', seed=3)
   with pytest.raises(SystemExit, match="no category 'dog'"):
     domain_bound.bounds(root, 'dog', 'climbing')
+
+
+def test_shift_vs_gap_reads_every_pair_of_the_matrix(matrix_run, tmp_path, capsys):
+  from tools import shift_vs_gap  # pylint: disable=import-outside-toplevel
+  work, _ = matrix_run
+  out = tmp_path / 'shift.json'
+  assert shift_vs_gap.main([work, f'--json={out}']) == 0
+  res = json.loads(out.read_text())
+  matrix = json.load(open(os.path.join(work, 'matrix.json')))
+  assert [(r['source'], r['target']) for r in res['rows']] == [
+      (c, t) for c in CATS for t in CATS if c != t]
+  for r in res['rows']:
+    assert 0.0 <= r['domain_auc'] <= 1.0 and -1.0 <= r['seed_agreement'] <= 1.0
+    assert r['gap'] == matrix['map_gap'][r['source']][r['target']]['diff']
+  assert set(res['correlations']) == {'domain_auc', 'seed_agreement'}
+  assert 'Spearman with the gap' in capsys.readouterr().out
+  assert shift_vs_gap.main([str(tmp_path)]) == 2  # no matrix.json: one line
+  err = capsys.readouterr().err.strip()
+  assert err.count('\n') == 0 and 'matrix.json not found' in err
+
+
+def test_shift_vs_gap_domain_auc_and_correlations():
+  from tools import shift_vs_gap  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  videos = lambda shift: [rng.normal(size=(30, 40)) + shift for _ in range(5)]  # noqa: E731
+  assert abs(shift_vs_gap.domain_auc(videos(0.0), videos(0.0)) - 0.5) < 0.1
+  assert shift_vs_gap.domain_auc(videos(0.0), videos(1.0)) > 0.99
+  assert np.isnan(shift_vs_gap.domain_auc(videos(0.0)[:1], videos(1.0)))  # nothing to hold out
+  x, gap = rng.normal(size=12), np.round(rng.normal(size=12), 1)  # ties in the gap
+  targets = np.repeat(['a', 'b', 'c'], 4)
+  got = shift_vs_gap.correlation(x, gap, targets, within=False, num_samples=50)
+  assert got['rho'] == pytest.approx(spearmanr(x, gap)[0], abs=1e-12) and got['pairs'] == 12
+  assert got['lo'] <= got['rho'] <= got['hi']
+  demean = lambda v: v - np.array([v[targets == t].mean() for t in targets])  # noqa: E731
+  within = shift_vs_gap.correlation(x, gap, targets, within=True, num_samples=50)
+  assert within['rho'] == pytest.approx(spearmanr(demean(x), demean(gap))[0], abs=1e-12)
+  x[0] = np.nan  # a pair without a reading is left out
+  assert shift_vs_gap.correlation(x, gap, targets, within=False, num_samples=10)['pairs'] == 11

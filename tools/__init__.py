@@ -5,7 +5,8 @@
 `python -m tools.gap_closure` (the share of a transfer gap a method closes),
 `python -m tools.head_probe` (what each DL-VHD head ranks), `python -m tools.seed_agreement`
 (how far a run's seeds agree on each target video's order), `python -m tools.domain_bound`
-(each head's optimum on the embedded generator), `python -m tools.tvsum_ceiling` (TVSum's
+(each head's optimum on the embedded generator), `python -m tools.shift_vs_gap` (whether
+label-free readings of a matrix's pairs follow its gaps), `python -m tools.tvsum_ceiling` (TVSum's
 chance, human-agreement and linear-probe references) and `bash tools/gpu_check.sh` (the
 prepared GPU check)."""
 import json
