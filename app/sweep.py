@@ -22,7 +22,7 @@ config.sweep:
            finished so far (the others read "–"), e.g. beside a sweep that is still running
   redo_stale     (default False) True: a finished cell measured under another config is moved
            to <cell>.stale and trained again (False: a one-line error names it)
-  all_folds      (default False) with data.split=kfold (TVSum): every cell runs once per fold,
+  all_folds      (default False) with data.split=kfold: every cell runs once per fold,
            in <cell>__fold<k>/, and the table's cell merges the folds' test videos (per seed),
            so it holds every target video once, tested by a model that did not train on it
 """

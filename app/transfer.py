@@ -14,8 +14,9 @@ category without retraining. Cell (c, t) is the model trained on c tested on t:
 Each cell's scores per target are kept in <cell>/transfer.json (its summary) and
 transfer_scores.npz, so a rerun evaluates only what is missing and trains nothing twice.
 
-With data.split=kfold (TVSum: 5 videos per category) each category trains one model per
-fold (<workdir>/sl_specific__<c>__fold<k>/); the fold-k model of c is tested on the fold-k
+With data.split=kfold (TVSum, 5 videos per category; also the YouTube Highlights layout) each
+category trains one model per fold (<workdir>/sl_specific__<c>__fold<k>/); the fold-k model
+of c is tested on the fold-k
 videos of every target, so over the folds every video of every target is tested once, by a
 model that did not train on it, and oracle and source-only stay paired video by video.
 Artifacts in the sweep folder (rewritten after every category): matrix.json, matrix.md and

@@ -49,12 +49,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.target_category = 'skiing'
   c.data.features = 'rgb+opt'  # rgb | opt | rgb+opt (concatenated) | any <name> with <vid>_<name>.npy
   # YouTube Highlights: umt (UMT's train/val lists) | official (the dataset authors'
-  # Trai*/Test* lists) | random (the paper's code: 70/30 per category). TVSum: umt | paper
-  # (per category the 2 longest videos train, the other 3 test) | kfold (below).
+  # Trai*/Test* lists) | random (the paper's code: 70/30 per category) | kfold (below).
+  # TVSum: umt | paper (per category the 2 longest videos train, the other 3 test) | kfold.
   c.data.split = 'umt'
-  # data.split=kfold (TVSum): a category's videos, sorted by id, in num_folds folds (video i
-  # in fold i mod num_folds); fold `fold` tests, the others train. Over all folds every video
-  # is tested once, by a model that did not train on it (configs/transfer_matrix.py:tvsum).
+  # data.split=kfold (TVSum and the YouTube Highlights layout): a category's videos, sorted
+  # by id, in num_folds folds (video i in fold i mod num_folds); fold `fold` tests, the
+  # others train. Over all folds every video is tested once, by a model that did not train
+  # on it (configs/transfer_matrix.py:tvsum).
   c.data.num_folds = 5
   c.data.fold = 0
   c.data.annotation = 'official'  # TVSum: official (ydata-*.tsv) | public (tvsum_anno.json)

@@ -118,7 +118,7 @@ def make_table_config(name: str, title: str, source: str, targets, methods, pape
   # True: a finished cell measured under another config (in a key that changes results) is
   # moved to <cell>.stale and trained again; False: a one-line error names it.
   c.sweep.redo_stale = False
-  # True with --config.data.split=kfold (TVSum): every cell once per fold (<cell>__fold<k>/),
+  # True with --config.data.split=kfold: every cell once per fold (<cell>__fold<k>/),
   # the table's cell over every fold's test videos; False: the one fold of data.fold. (A
   # transfer matrix always runs every fold.)
   c.sweep.all_folds = False

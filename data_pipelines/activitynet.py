@@ -125,6 +125,10 @@ def _feature_key(store, vid: str, stream: str) -> str | None:
 
 
 def load_cross_category(data_cfg, *, need_target_train: bool = True) -> datasets.CrossCategoryData:
+  if data_cfg.get('split') == 'kfold':
+    # Its subsets are the split; folds over thousands of videos would retrain for nothing.
+    raise UserInputError('data.split=kfold: ActivityNet trains on its training subset and tests '
+                         'on its validation subset; drop --config.data.split=kfold')
   root = open_store(data_cfg)
   anno = read(root)
   level = first_level(anno['taxonomy'], root.where(ANNOTATION))

@@ -45,6 +45,20 @@ class CrossCategoryData:
   standardizer: tuple[np.ndarray, np.ndarray] | None = None
 
 
+def kfold_split(ids: list[str], category: str, fold: int,
+                num_folds: int) -> tuple[list[str], list[str]]:
+  """-> (train, test) of one category under data.split=kfold: its video ids sorted, video i
+  tests in fold i mod num_folds and trains in every other fold, so over the folds every video
+  is tested once, by models that did not train on it."""
+  ids = sorted(ids)
+  if not 2 <= num_folds <= len(ids) or not 0 <= fold < num_folds:
+    raise UserInputError(f'data.fold={fold} with data.num_folds={num_folds}: {category!r} has '
+                         f'{len(ids)} videos; use 0 <= fold < num_folds and '
+                         f'2 <= num_folds <= {len(ids)}')
+  return ([v for i, v in enumerate(ids) if i % num_folds != fold],
+          [v for i, v in enumerate(ids) if i % num_folds == fold])
+
+
 def carve_validation(videos: list[Video], fraction: float, seed: int,
                      category: str) -> tuple[list[Video], list[Video]]:
   """-> (train, val): round(fraction * n) of the videos (at least 1, leaving at least 1 to

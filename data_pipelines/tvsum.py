@@ -243,11 +243,7 @@ def split_ids(root, anno: dict, category: str, split: str, fold: int = 0,
               num_folds: int = 5) -> tuple[list[str], list[str]]:
   ids = sorted(v for v, e in anno.items() if e['category'] == category)
   if split == 'kfold':
-    if not 0 <= fold < num_folds or num_folds > len(ids):
-      raise UserInputError(f'data.fold={fold} with data.num_folds={num_folds}: {category!r} has '
-                           f'{len(ids)} videos; use 0 <= fold < num_folds <= {len(ids)}')
-    return ([v for i, v in enumerate(ids) if i % num_folds != fold],
-            [v for i, v in enumerate(ids) if i % num_folds == fold])
+    return datasets.kfold_split(ids, category, fold, num_folds)
   if split == 'paper':
     # Per category the 2 longest videos train, the other 3 test (the paper).
     longest = sorted(ids, key=lambda v: (-anno[v]['duration'], v))

@@ -20,8 +20,8 @@ import numpy as np
 from absl import logging
 
 from data_pipelines.datasets import (  # pylint: disable=unused-import (re-exported)
-    CrossCategoryData, Video, as_store, carve_validation, feature_streams, load_features,
-    read_json, require_videos)
+    CrossCategoryData, Video, as_store, carve_validation, feature_streams, kfold_split,
+    load_features, read_json, require_videos)
 from data_pipelines.store import FileStore, open_store
 from dlvhd_jax.errors import UserInputError
 
@@ -115,8 +115,10 @@ def check_category(anno: dict, category: str, field: str, root) -> None:
 
 
 def split_videos(root, anno: dict, category: str, split: str, seed: int,
-                 unknown: set | None = None) -> tuple[list[str], list[str]]:
-  """Train and test video ids of one category under `split` (umt | official | random).
+                 unknown: set | None = None, fold: int = 0,
+                 num_folds: int = 5) -> tuple[list[str], list[str]]:
+  """Train and test video ids of one category under `split` (umt | official | random | kfold:
+  fold `fold` of `num_folds` over the category's annotated videos, datasets.kfold_split).
 
   Ids a split file lists but the annotation lacks (the public files have a few) are left
   out and added to `unknown`; an id of another category is an error.
@@ -129,6 +131,8 @@ def split_videos(root, anno: dict, category: str, split: str, seed: int,
     perm = np.random.RandomState(seed).permutation(len(ids))
     n_train = int(round(0.7 * len(ids)))
     train, test = [ids[i] for i in sorted(perm[:n_train])], [ids[i] for i in sorted(perm[n_train:])]
+  elif split == 'kfold':
+    train, test = kfold_split(ids, category, fold, num_folds)
   else:
     if split == 'umt':
       path = store.where(os.path.join('splits', 'umt_splits.json'))
@@ -147,7 +151,8 @@ def split_videos(root, anno: dict, category: str, split: str, seed: int,
       except (TypeError, ValueError, AttributeError):
         raise UserInputError(f'{path} is not a list of [[ids], "Trai*"|"Test*"] pairs') from None
     else:
-      raise UserInputError(f"data.split={split!r} is not one of 'umt', 'official', 'random'")
+      raise UserInputError(f"data.split={split!r} is not one of 'umt', 'official', 'random', "
+                           "'kfold'")
     if not all(isinstance(v, str) for v in [*train, *test]):
       raise UserInputError(f'{path}: the video ids of {category!r} must be strings')
     foreign = [v for v in [*train, *test] if v in anno and anno[v]['domain'] != category]
@@ -234,10 +239,11 @@ def load_cross_category(data_cfg, *, need_target_train: bool = True) -> CrossCat
   check_category(anno, data_cfg.target_category, 'target_category', root)
   streams = feature_streams(data_cfg.features)
   skipped, dims = Skipped(), {}
+  folds = {'fold': int(data_cfg.get('fold', 0)), 'num_folds': int(data_cfg.get('num_folds', 5))}
   src_train, _ = split_videos(root, anno, data_cfg.source_category, data_cfg.split,
-                              data_cfg.split_seed, skipped.unknown)
+                              data_cfg.split_seed, skipped.unknown, **folds)
   tgt_train, tgt_test = split_videos(root, anno, data_cfg.target_category, data_cfg.split,
-                                     data_cfg.split_seed, skipped.unknown)
+                                     data_cfg.split_seed, skipped.unknown, **folds)
   source = load_split_videos(root, anno, src_train, streams, skipped, dims)
   target = (load_split_videos(root, anno, tgt_train, streams, skipped, dims)
             if need_target_train else [])

@@ -103,6 +103,8 @@ def test_load_and_run(tmp_path):
   assert all(v.labels.min() >= 0 and v.labels.max() <= 1 for v in data.target_test)
   with pytest.raises(UserInputError, match='not a first-level ActivityNet category'):
     datasets.get('activitynet').load(ml_collections.ConfigDict({**cfg, 'target_category': 'cooking'}))
+  with pytest.raises(UserInputError, match='drop --config.data.split=kfold'):
+    datasets.get('activitynet').load(ml_collections.ConfigDict({**cfg, 'split': 'kfold'}))
   wd = tmp_path / 'wd'
   argv = ['launch.py', '--noprogress', '--config=configs/youtube_surfing.py', f'--workdir={wd}',
           '--config.data.name=activitynet', f'--config.data.root={root}',

@@ -51,6 +51,24 @@ def test_splits_are_disjoint_and_cover_the_category(root, split):
   assert len(train) + len(test) == 6
 
 
+def test_kfold_split_tests_every_video_of_a_category_once(root):
+  anno = youtube_highlights.load_annotations(root)
+  ids = sorted(v for v, e in anno.items() if e['domain'] == 'climbing')
+  tested = []
+  for fold in range(4):
+    data = load(root, split='kfold', fold=fold, num_folds=4)
+    test = [v.vid for v in data.target_test]
+    assert test == ids[fold::4]  # video i tests in fold i mod K
+    assert sorted(test + [v.vid for v in data.target_train]) == ids
+    assert len(data.source_train) == 6 - len(ids[fold::4])
+    tested += test
+  assert sorted(tested) == ids
+  for kw, words in (({'fold': 4, 'num_folds': 4}, 'data.fold=4'),
+                    ({'fold': 0, 'num_folds': 7}, "'diving' has 6 videos"),
+                    ({'fold': 0, 'num_folds': 1}, '2 <= num_folds <= 6')):
+    expect(words, lambda kw=kw: load(root, split='kfold', **kw))
+
+
 def expect(match, fn):
   with pytest.raises(UserInputError) as e:
     fn()
