@@ -62,6 +62,14 @@ def test_best_source_val_selects_per_seed_and_logs_every_evaluation(tmp_path, ro
   assert res['select'] == 'best_source_val' and res['num_source_val_videos'] == 2
   assert res['selected_steps'] == [[5, 10, 15][i] for i in np.argmax(vals, axis=0)]
   np.testing.assert_allclose(res['source_val_map'], vals.max(axis=0), rtol=1e-6)
+  # tools/iw_validation rescores the selected parameters on the same validation videos: with
+  # weights 1 it is the selection's own number; its density ratio averages 1 over the source.
+  from tools import iw_validation  # pylint: disable=import-outside-toplevel
+  row = iw_validation.run_row(str(wd))
+  np.testing.assert_allclose(row['val_map']['per_seed'], res['source_val_map'], rtol=1e-5)
+  np.testing.assert_allclose(row['ap_plain']['per_seed'], res['source_val_map'], rtol=1e-5)
+  assert row['num_val_videos'] == 2 and 0 < row['ess'] <= 1
+  assert all(0 <= a <= 1 for a in row['ap_iw']['per_seed'])
 
 
 def test_selection_without_validation_is_a_config_error(tmp_path, root, capfd):

@@ -415,3 +415,26 @@ def test_shift_vs_gap_domain_auc_and_correlations():
   assert within['rho'] == pytest.approx(spearmanr(demean(x), demean(gap))[0], abs=1e-12)
   x[0] = np.nan  # a pair without a reading is left out
   assert shift_vs_gap.correlation(x, gap, targets, within=False, num_samples=10)['pairs'] == 11
+
+
+def test_iw_validation_weighted_ap_is_sklearns_and_the_density_ratio_is_recovered():
+  from tools import iw_validation  # pylint: disable=import-outside-toplevel
+  rng = np.random.RandomState(0)
+  for _ in range(20):
+    n = rng.randint(2, 40)
+    y = rng.rand(n) < 0.4
+    y[0] = True
+    s = np.round(rng.randn(n), 1)  # ties
+    w = rng.exponential(size=n)
+    assert iw_validation.weighted_average_precision(y, s, w) == pytest.approx(
+        average_precision_score(y, s, sample_weight=w), abs=1e-12)
+    assert iw_validation.weighted_average_precision(y, s, np.ones(n)) == pytest.approx(
+        average_precision_score(y, s), abs=1e-12)
+  # N(0, I) against N(mu, I): the log density ratio is mu.x - |mu|^2 / 2, linear in x.
+  d, mu = 6, np.r_[0.8, -0.5, 0.0, 0.0, 0.3, 0.0]
+  source, target = rng.randn(4000, d), rng.randn(2000, d) + mu
+  query = rng.randn(500, d)
+  w = iw_validation.density_ratio(source, target, query)
+  true = np.exp(query @ mu - mu @ mu / 2)
+  assert np.corrcoef(np.log(w), np.log(true))[0, 1] > 0.99
+  assert np.mean(w) == pytest.approx(1.0, abs=0.1)  # E_source[p_t / p_s] = 1

@@ -4,7 +4,8 @@
 `python tools/memory_report.py` (peak bytes per device from XLA's memory analysis),
 `python -m tools.gap_closure` (the share of a transfer gap a method closes),
 `python -m tools.head_probe` (what each DL-VHD head ranks), `python -m tools.seed_agreement`
-(how far a run's seeds agree on each target video's order), `python -m tools.domain_bound`
+(how far a run's seeds agree on each target video's order), `python -m tools.iw_validation`
+(source validation weighted towards the target's inputs), `python -m tools.domain_bound`
 (each head's optimum on the embedded generator), `python -m tools.shift_vs_gap` (whether
 label-free readings of a matrix's pairs follow its gaps), `python -m tools.tvsum_ceiling` (TVSum's
 chance, human-agreement and linear-probe references) and `bash tools/gpu_check.sh` (the
