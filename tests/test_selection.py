@@ -65,7 +65,7 @@ def test_best_source_val_selects_per_seed_and_logs_every_evaluation(tmp_path, ro
   # tools/iw_validation rescores the selected parameters on the same validation videos: with
   # weights 1 it is the selection's own number; its density ratio averages 1 over the source.
   from tools import iw_validation  # pylint: disable=import-outside-toplevel
-  row = iw_validation.run_row(str(wd))
+  row = iw_validation.group_row([str(wd)])
   np.testing.assert_allclose(row['val_map']['per_seed'], res['source_val_map'], rtol=1e-5)
   np.testing.assert_allclose(row['ap_plain']['per_seed'], res['source_val_map'], rtol=1e-5)
   assert row['num_val_videos'] == 2 and 0 < row['ess'] <= 1

@@ -25,6 +25,9 @@ own head fusion):
                       recall, as sklearn's sample_weight)
   ESS                 the weights' effective sample size (sum w)^2 / sum w^2 over all
                       validation segments, as a share of them: near 0 = a few segments decide
+The fold runs of a k-fold pair (data.split=kfold, one run per --config.data.fold) are one row:
+their validation videos pooled per seed, each scored by its fold's model and weights, the
+ESS averaged over the folds.
   test mAP            from results.json, only to check the criterion against (target labels;
                       left out with --target, where the run's own target is another)
 Nothing but the test mAP column reads a target label. Prints a markdown table (mean ± 95% t
@@ -44,7 +47,7 @@ from dlvhd_jax import evaluation, hparams, stats
 from dlvhd_jax.errors import UserInputError
 from tools import report
 from tools.domain_bound import logistic_regression
-from tools.gap_closure import _read, find_runs, label, scored_variant
+from tools.gap_closure import _read, find_runs, fold_groups, label, scored_variant
 from tools.head_probe import highlights
 
 COMPONENTS = 32
@@ -81,9 +84,9 @@ def density_ratio(source: np.ndarray, target: np.ndarray, query: np.ndarray) -> 
   return np.exp(np.clip(logit, -30.0, 30.0)) * len(source) / len(target)
 
 
-def run_row(run_dir: str, target: str = '') -> dict:
-  """One run's row; `target`: weigh towards this category instead of the run's target (a
-  transfer matrix's model of c is c's source-only model for every target)."""
+def _part(run_dir: str, target: str) -> dict:
+  """One run's raw material: per seed, per source-validation video, the run's own AP and the
+  highlight AP with weights 1 and with the density ratio; the weights; its results.json."""
   cfg = recorded_config(run_dir)
   if hparams.values(cfg) != (None,):
     raise UserInputError(f'{run_dir} trained several values of {hparams.key(cfg)}: pass a run '
@@ -104,25 +107,46 @@ def run_row(run_dir: str, target: str = '') -> dict:
   metric = experiment.metric_of(cfg)
   labels = experiment.eval_labels(val, metric)
   hl = [highlights(v, metric) for v in val]
-  per_seed = experiment.split_replicas(cfg, run.scores(cfg, val, tuple(run.objective.eval_heads)))
-  rows = {'val_map': [], 'ap_plain': [], 'ap_iw': []}
-  for sc in per_seed:
-    rows['val_map'].append(evaluation.summarize([v.vid for v in val], labels, sc, metric)['map'])
-    rows['ap_plain'].append(np.nanmean([weighted_average_precision(y, s, np.ones(len(s)))
-                                        for y, s in zip(hl, sc)]))
-    rows['ap_iw'].append(np.nanmean([weighted_average_precision(y, s, w)
-                                     for y, s, w in zip(hl, sc, per_video_w)]))
-  res = _read(os.path.join(run_dir, 'results.json'))
-  out = {'run': run_dir, 'method': cfg.method,
-         'variant': scored_variant(run_dir, cfg.data.target_category),
-         'source': cfg.data.source_category, 'target': target,
-         'num_seeds': len(per_seed), 'num_val_videos': len(val),
-         'ess': float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights)),
-         'test_map': ({'mean': res['map'], 'ci95': res.get('map_ci95')}
-                      if target == cfg.data.target_category else None)}
-  for k, v in rows.items():
-    m = stats.mean_ci([float(x) for x in v])
-    out[k] = {'mean': m['mean'], 'ci95': m['ci95'], 'per_seed': [float(x) for x in v]}
+  out = {'cfg': cfg, 'target': target, 'weights': weights, 'val_map': [], 'ap_plain': [],
+         'ap_iw': [], 'results': _read(os.path.join(run_dir, 'results.json'))}
+  for sc in experiment.split_replicas(cfg, run.scores(cfg, val, tuple(run.objective.eval_heads))):
+    own = evaluation.summarize([v.vid for v in val], labels, sc, metric)['per_video_ap']
+    out['val_map'].append([np.nan if own[v.vid] is None else own[v.vid] for v in val])
+    out['ap_plain'].append([weighted_average_precision(y, s, np.ones(len(s)))
+                            for y, s in zip(hl, sc)])
+    out['ap_iw'].append([weighted_average_precision(y, s, w)
+                         for y, s, w in zip(hl, sc, per_video_w)])
+  return out
+
+
+def group_row(runs: list[str], target: str = '') -> dict:
+  """One row: a run, or the k fold runs of one pair (data.split=kfold), whose validation
+  videos are pooled per seed (each scored by its own fold's model and weights). `target`:
+  weigh towards this category instead of the runs' target (a transfer matrix's model of c
+  is c's source-only model for every target)."""
+  parts = [_part(r, target) for r in runs]
+  cfg, target = parts[0]['cfg'], parts[0]['target']
+  seeds = {len(p['ap_iw']) for p in parts}
+  if len(seeds) != 1:
+    raise UserInputError(f'the fold runs {runs} differ in seeds ({sorted(seeds)}): pass runs '
+                         'of one --config.num_seeds')
+  ess = [float(p['weights'].sum() ** 2 / (p['weights'] ** 2).sum() / len(p['weights']))
+         for p in parts]
+  own_target = target == cfg.data.target_category
+  res = (parts[0]['results'] if len(parts) == 1 else
+         transfer.merge_folds([p['results'] for p in parts]))
+  out = {'run': runs[0] if len(runs) == 1 else
+                os.path.commonpath(runs) + f' ({len(runs)} folds)',
+         'method': cfg.method, 'variant': scored_variant(runs[0], cfg.data.target_category),
+         'source': cfg.data.source_category, 'target': target, 'num_seeds': seeds.pop(),
+         'num_val_videos': sum(len(p['ap_iw'][0]) for p in parts),
+         'ess': float(np.mean(ess)), 'ess_per_run': ess,
+         'test_map': {'mean': res['map'], 'ci95': res.get('map_ci95')} if own_target else None}
+  for key in ('val_map', 'ap_plain', 'ap_iw'):
+    per_seed = [float(np.nanmean([a for p in parts for a in p[key][i]]))
+                for i in range(out['num_seeds'])]
+    m = stats.mean_ci(per_seed)
+    out[key] = {'mean': m['mean'], 'ci95': m['ci95'], 'per_seed': per_seed}
   return out
 
 
@@ -146,7 +170,7 @@ def main(argv=None) -> int:
   p.add_argument('--json', default='', help='also write the rows here')
   args = p.parse_args(argv)
   try:
-    rows = [run_row(r, args.target) for r in find_runs(args.runs)]
+    rows = [group_row(g, args.target) for g in fold_groups(find_runs(args.runs))]
   except UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
