@@ -25,11 +25,11 @@ own head fusion):
                       recall, as sklearn's sample_weight)
   ESS                 the weights' effective sample size (sum w)^2 / sum w^2 over all
                       validation segments, as a share of them: near 0 = a few segments decide
+  test mAP            from results.json, only to check the criterion against (target labels;
+                      left out with --target, where the run's own target is another)
 The fold runs of a k-fold pair (data.split=kfold, one run per --config.data.fold) are one row:
 their validation videos pooled per seed, each scored by its fold's model and weights, the
 ESS averaged over the folds.
-  test mAP            from results.json, only to check the criterion against (target labels;
-                      left out with --target, where the run's own target is another)
 Nothing but the test mAP column reads a target label. Prints a markdown table (mean ± 95% t
 interval over seeds); --json writes the numbers.
 """
