@@ -11,7 +11,8 @@ configs/table4.py) is refused before anything trains: delete it, or let
 
 config.sweep:
   kind     'methods' (a table) | 'sensitivity' (one parameter over values) | 'matrix' (the
-           transfer-gap matrix over sweep.targets, app/transfer.py)
+           transfer-gap matrix over sweep.targets, app/transfer.py) | 'gap_pairs' (methods on
+           a matrix's gap pairs, app/gap_pairs.py)
   methods  method specs: a registered method, a named variant of VARIANTS, and optionally
            ':key=value,...' config overrides, e.g. 'dan:uda.dan.weight=0.5'
   targets  target categories (the source is config.data.source_category)
@@ -128,8 +129,8 @@ def _cells(cfg):
         cells.append((key, t, f'{slug(cfg.method)}__{slug(key)}__{slug(t)}', cfg.method,
                       {s.param: v}))
   else:
-    raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods', 'sensitivity' "
-                         "or 'matrix'")
+    raise UserInputError(f"config.sweep.kind={kind!r} is invalid: use 'methods', 'sensitivity', "
+                         "'matrix' or 'gap_pairs'")
   if s.get('all_folds', False):
     if cfg.data.split != 'kfold':
       raise UserInputError(f'config.sweep.all_folds=True needs --config.data.split=kfold (now '
@@ -271,6 +272,9 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   if _sweep(cfg).get('kind', 'methods') == 'matrix':
     from app import transfer  # pylint: disable=g-import-not-at-top
     return transfer.run(cfg, workdir, progress)
+  if _sweep(cfg).get('kind', 'methods') == 'gap_pairs':
+    from app import gap_pairs  # pylint: disable=g-import-not-at-top
+    return gap_pairs.run(cfg, workdir, progress)
   kind, targets, cells = _cells(cfg)
   experiment.check_writable(workdir)
   data_root = experiment.resolve_data_root(cfg, workdir)

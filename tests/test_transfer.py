@@ -167,6 +167,68 @@ def test_gap_closure_statistic():
   assert np.isnan(none['share']) and none['lo'] == np.inf
 
 
+def test_gap_pairs_sweep_runs_named_pairs_against_the_matrix(matrix_run, tmp_path, capsys):
+  """configs/gap_pairs.py over the matrix: each pair's run pairs with the matrix's models (its
+  rows are tools/gap_closure's on the same folders, plus the pooled row), a rerun trains
+  nothing, and runs that would not pair with the matrix are refused before anything trains."""
+  from tools import gap_closure  # pylint: disable=import-outside-toplevel
+  work, _ = matrix_run
+  gp = tmp_path / 'gp'
+  args = ['--mode=sweep', '--config=configs/gap_pairs.py', f'--workdir={gp}',
+          f'--config.sweep.matrix={work}', '--config.data.name=synthetic',
+          "--config.sweep.pairs=('cycling->climbing','diving->climbing')",
+          "--config.sweep.methods=('dlvhd',)", '--config.num_seeds=2',
+          *tiny_overrides(**{'train.num_steps': 10})]
+  assert _main(*args) == 0
+  runs = [str(gp / src / 'dlvhd__climbing') for src in ('cycling', 'diving')]
+  got = json.load(open(gp / 'gap_closure.json'))
+  want = gap_closure.rows(work, runs)
+  want += gap_closure.pooled(want)
+  assert [(r['source'], r['target']) for r in got] == [
+      ('cycling', 'climbing'), ('diving', 'climbing'), ('pooled', '2 pairs')]
+  for g, w in zip(got, want):
+    assert g['gain']['diff'] == pytest.approx(w['gain']['diff'], abs=1e-9)
+    assert g['closure']['share'] == pytest.approx(w['closure']['share'], abs=1e-9, nan_ok=True)
+  matrix = json.load(open(os.path.join(work, 'matrix.json')))
+  assert got[1]['source_only'] == pytest.approx(matrix['map']['diving']['climbing'])
+  assert got[1]['oracle'] == pytest.approx(matrix['map']['climbing']['climbing'])
+  assert 'pooled: cycling → climbing, diving → climbing' in (gp / 'gap_closure.md').read_text()
+  capsys.readouterr()
+  assert _main(*args) == 0
+  assert capsys.readouterr().err.count('(done before, skipped)') == 2
+  # Runs that would not pair with the matrix's models: one line, nothing written.
+  for extra, match in ((['--config.data.features=rgb'], 'data.features="rgb" but the matrix'),
+                       (['--config.num_seeds=3'], 'seed 2, which the matrix'),
+                       (["--config.sweep.pairs=('diving->diving',)"], "not 'source->target'"),
+                       (["--config.sweep.pairs=('diving->skiing',)"], "'skiing', which is not"),
+                       (['--config.sweep.matrix=' + str(tmp_path)], 'holds no matrix.json')):
+    bad = tmp_path / 'bad'
+    assert _main(*args[:2], f'--workdir={bad}', *args[3:], *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not bad.exists()
+
+
+def test_gap_pairs_takes_the_largest_significant_gaps():
+  from app import gap_pairs  # pylint: disable=import-outside-toplevel
+  g = lambda d, lo: {'diff': d, 'lo': lo, 'hi': d + 0.1}  # noqa: E731
+  gaps = {'A': {'B': g(0.1, 0.01), 'C': g(0.3, 0.05)}, 'B': {'A': g(-0.2, -0.3), 'C': g(0.2, -0.1)},
+          'C': {'A': g(0.2, 0.02), 'B': None}}
+  matrix = {'categories': ['A', 'B', 'C'], 'map_gap': gaps,
+            'map_significant': sorted(
+                [{'source': s, 'target': t, **v} for s, row in gaps.items() for t, v in row.items()
+                 if v and (v['lo'] > 0 or v['hi'] < 0)], key=lambda x: -x['diff'])}
+  assert [(s, t) for s, t, _ in gap_pairs.select_pairs(matrix)] == [('A', 'C'), ('C', 'A'), ('A', 'B')]
+  assert [(s, t) for s, t, _ in gap_pairs.select_pairs(matrix, max_pairs=2)] == [('A', 'C'), ('C', 'A')]
+  # Named pairs run in the order given, significant or not; a pair without a gap is refused.
+  assert [(s, t) for s, t, _ in gap_pairs.select_pairs(matrix, ('B->C', 'A->B'))] == [('B', 'C'), ('A', 'B')]
+  for named, match in ((('C->B',), 'has no gap'), (('A->B', 'A->B'), 'twice'), (('A-B',), 'source->target')):
+    with pytest.raises(UserInputError, match=match):
+      gap_pairs.select_pairs(matrix, named)
+  none = {**matrix, 'map_significant': [x for x in matrix['map_significant'] if x['diff'] < 0]}
+  assert gap_pairs.select_pairs(none) == []
+
+
 def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
   """DL-VHD on one pair of the matrix (same data, seeds and test videos), then the tool."""
   from tools import gap_closure  # pylint: disable=import-outside-toplevel
