@@ -125,9 +125,17 @@ def matrix_data_root(matrix_dir: str, matrix: dict, data_root: str) -> str:
   return data_root
 
 
-def check_against_matrix(cfg, matrix_dir: str, plan, data_root: str) -> None:
-  """Every run's data.* keys (those that change results) equal those of the matrix's model
-  of its target in the same fold, and its seeds are among that model's."""
+def check_against_matrix(cfg, matrix_dir: str, matrix: dict, plan, data_root: str) -> None:
+  """The matrix's dataset and split are the runs'; every run's data.* keys (those that change
+  results) equal those of the matrix's model of its target in the same fold, and its seeds
+  are among that model's."""
+  ours = {'dataset': cfg.data.get('name', 'youtube_highlights'),
+          'split': transfer.split_label(cfg)}
+  for fact, key in (('dataset', 'data.name'), ('split', 'data.split')):
+    if matrix.get(fact) != ours[fact]:
+      raise UserInputError(f'{key}: the runs would use {fact} {ours[fact]!r} but the matrix '
+                           f'{matrix_dir} ran {matrix.get(fact)!r}: pass the matrix\'s '
+                           f'(--config.{key}=..., and data.num_folds for kfold)')
   seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_seeds)))
   seen = set()
   for _, tgt, name, method, ov in plan:
@@ -186,7 +194,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   plan = cells(cfg, pairs)
   sweep.distinct_folders(plan)
   sweep.check_categories(cfg, plan, data_root)
-  check_against_matrix(cfg, matrix_dir, plan, data_root)
+  check_against_matrix(cfg, matrix_dir, matrix, plan, data_root)
   os.makedirs(workdir, exist_ok=True)
   sweep._check_stale(cfg, workdir, plan, data_root)  # pylint: disable=protected-access
   finished, diverged, table = [], [], []

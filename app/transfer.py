@@ -158,10 +158,14 @@ def _gap(oracle: dict, source_only: dict, metric: str):
   return stats.paired_bootstrap([(a, b)])
 
 
+def split_label(cfg) -> str:
+  """'umt', 'kfold (5 folds)', ...: the split as matrix.json names it."""
+  return cfg.data.split + (f' ({cfg.data.num_folds} folds)' if cfg.data.split == 'kfold' else '')
+
+
 def build_matrix(cfg, cats, cells: dict) -> dict:
   """cells[c][t] = tables.cell_record -> the matrix as data (see the module docstring)."""
-  split = cfg.data.split + (f' ({cfg.data.num_folds} folds)' if cfg.data.split == 'kfold' else '')
-  out = {'categories': list(cats), 'features': cfg.data.features, 'split': split,
+  out = {'categories': list(cats), 'features': cfg.data.features, 'split': split_label(cfg),
          'dataset': cfg.data.get('name', 'youtube_highlights'),
          'metric': experiment.metric_of(cfg), 'num_seeds': replica_axis.num_replicas(cfg),
          # Per target, how many test videos its column rests on (a bootstrap over one video

@@ -199,6 +199,8 @@ def test_gap_pairs_sweep_runs_named_pairs_against_the_matrix(matrix_run, tmp_pat
   # Runs that would not pair with the matrix's models: one line, nothing written.
   for extra, match in ((['--config.data.features=rgb'], 'data.features="rgb" but the matrix'),
                        (['--config.num_seeds=3'], 'seed 2, which the matrix'),
+                       (['--config.data.split=kfold', '--config.data.num_folds=2'],
+                        "split 'kfold (2 folds)' but the matrix"),
                        (["--config.sweep.pairs=('diving->diving',)"], "not 'source->target'"),
                        (["--config.sweep.pairs=('diving->skiing',)"], "'skiing', which is not"),
                        (['--config.sweep.matrix=' + str(tmp_path)], 'holds no matrix.json')):
