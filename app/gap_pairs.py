@@ -184,12 +184,16 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   matrix_dir = str(s.get('matrix', '') or '')
   matrix = read_matrix(matrix_dir)
   pairs = select_pairs(matrix, tuple(s.get('pairs', ()) or ()), s.get('max_pairs', 10))
-  if not pairs:
-    if files.is_primary():
-      print(f'{matrix_dir}: no pair has a significant gap (oracle above source-only): nothing '
-            'for an adaptation method to close; the matrix is the evidence', file=sys.stderr)
-    return 0
   experiment.check_writable(workdir)
+  if not pairs:
+    message = (f'{matrix_dir}: no pair has a significant gap (oracle above source-only): '
+               'nothing for an adaptation method to close; the matrix is the evidence')
+    if files.is_primary():
+      os.makedirs(workdir, exist_ok=True)
+      files.write_atomic(os.path.join(workdir, ARTIFACT + '.md'), message + '\n')
+      files.write_json(os.path.join(workdir, ARTIFACT + '.json'), [])
+      print(message, file=sys.stderr)
+    return 0
   data_root = matrix_data_root(matrix_dir, matrix, cfg.data.root)
   plan = cells(cfg, pairs)
   sweep.distinct_folders(plan)

@@ -211,7 +211,7 @@ def test_gap_pairs_sweep_runs_named_pairs_against_the_matrix(matrix_run, tmp_pat
     assert not bad.exists()
 
 
-def test_gap_pairs_takes_the_largest_significant_gaps():
+def test_gap_pairs_takes_the_largest_significant_gaps(tmp_path):
   from app import gap_pairs  # pylint: disable=import-outside-toplevel
   g = lambda d, lo: {'diff': d, 'lo': lo, 'hi': d + 0.1}  # noqa: E731
   gaps = {'A': {'B': g(0.1, 0.01), 'C': g(0.3, 0.05)}, 'B': {'A': g(-0.2, -0.3), 'C': g(0.2, -0.1)},
@@ -229,6 +229,13 @@ def test_gap_pairs_takes_the_largest_significant_gaps():
       gap_pairs.select_pairs(matrix, named)
   none = {**matrix, 'map_significant': [x for x in matrix['map_significant'] if x['diff'] < 0]}
   assert gap_pairs.select_pairs(none) == []
+  # A matrix without a gap pair: the sweep says so in its artifacts and trains nothing.
+  (tmp_path / 'm').mkdir()
+  (tmp_path / 'm' / 'matrix.json').write_text(json.dumps(none))
+  assert _main('--mode=sweep', '--config=configs/gap_pairs.py', f'--workdir={tmp_path}/gp',
+               f'--config.sweep.matrix={tmp_path}/m') == 0
+  assert 'no pair has a significant gap' in (tmp_path / 'gp' / 'gap_closure.md').read_text()
+  assert sorted(os.listdir(tmp_path / 'gp')) == ['gap_closure.json', 'gap_closure.md']
 
 
 def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
