@@ -99,11 +99,11 @@ def cells(cfg, pairs) -> list[tuple]:
 
 
 def _matrix_config(matrix_dir: str, category: str, fold) -> dict:
-  path = os.path.join(matrix_dir, transfer.cell_name(category, fold), 'config.json')
-  if not os.path.isfile(path):
-    raise UserInputError(f'{path} not found: the matrix has no finished model of {category}'
-                         + ('' if fold is None else f' in fold {fold}'))
-  return checkpoint.flatten_config(_read(path)['history'][-1]['config'])
+  cell = os.path.join(matrix_dir, transfer.cell_name(category, fold))
+  if not os.path.isfile(os.path.join(cell, 'results.json')):
+    raise UserInputError(f'{cell} has no results.json: the matrix has no finished model of '
+                         f"{category}{'' if fold is None else f' in fold {fold}'}: finish it first")
+  return checkpoint.flatten_config(_read(os.path.join(cell, 'config.json'))['history'][-1]['config'])
 
 
 def _matrix_seeds(matrix_dir: str, category: str, fold) -> list[int]:
