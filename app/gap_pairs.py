@@ -10,7 +10,8 @@ runs are read back, so an interrupted sweep resumes where it stopped, as a table
 After every pair, <workdir>/gap_closure.md and gap_closure.json hold, per pair and method,
 the method's gain over the matrix's source-only and the share of the gap it closes, each
 with the 95% interval of a paired bootstrap over seeds x test videos, and per method one
-row pooled over its pairs (tools/gap_closure.py computes them and reads the same folders).
+row pooled over its pairs (app/gap_closure.py; tools/gap_closure.py prints the same rows
+from the same folders).
 
 The runs are paired with the matrix's models video by video and seed by seed, so they must
 see the matrix's data (every results-changing data.* key, the data root) and seeds it has:
@@ -22,7 +23,7 @@ import json
 import os
 import sys
 
-from app import experiment, sweep, transfer
+from app import experiment, gap_closure, sweep, transfer
 from dlvhd_jax import checkpoint, files
 from dlvhd_jax.errors import NonFiniteError, UserInputError
 
@@ -162,12 +163,8 @@ def check_against_matrix(cfg, matrix_dir: str, matrix: dict, plan, data_root: st
 
 
 def write_closure(workdir: str, matrix_dir: str, run_dirs: list[str]) -> list[dict]:
-  """tools/gap_closure's rows (and pooled rows) of the finished runs -> gap_closure.md/.json."""
-  from tools import gap_closure  # pylint: disable=g-import-not-at-top
-  try:
-    table = gap_closure.rows(matrix_dir, run_dirs)
-  except SystemExit as e:  # the tool's one-line errors
-    raise UserInputError(str(e.code).removeprefix('error: ')) from None
+  """app/gap_closure's rows (and pooled rows) of the finished runs -> gap_closure.md/.json."""
+  table = gap_closure.rows(matrix_dir, run_dirs)
   table += gap_closure.pooled(table)
   if files.is_primary():
     head = (f'# Gap closure on the gap pairs of {matrix_dir}\n\nShare of the gap = (method − '

@@ -238,7 +238,7 @@ def test_gap_pairs_takes_the_largest_significant_gaps(tmp_path):
   assert sorted(os.listdir(tmp_path / 'gp')) == ['gap_closure.json', 'gap_closure.md']
 
 
-def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
+def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path, capsys):
   """DL-VHD on one pair of the matrix (same data, seeds and test videos), then the tool."""
   from tools import gap_closure  # pylint: disable=import-outside-toplevel
   work, _ = matrix_run
@@ -275,8 +275,12 @@ def test_gap_closure_tool_reads_the_matrix(matrix_run, tmp_path):
     np.testing.assert_allclose(two['per_video'][key], row['per_video'][key], atol=1e-5)
   assert two['gap'] == row['gap'] and two['map'] == pytest.approx(row['map'], abs=1e-5)
   assert two['run'].endswith('(2 runs)')
-  with pytest.raises(SystemExit, match=r'share seeds \(\[0, 1, 1\]\)'):
+  with pytest.raises(UserInputError, match=r'share seeds \(\[0, 1, 1\]\)'):
     gap_closure.rows(work, [str(run), str(single[1])])
+  capsys.readouterr()
+  assert gap_closure.main([f'--matrix={work}', str(run), str(single[1])]) == 2  # one line
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and 'share seeds' in err[0], err
   cell = json.load(open(os.path.join(work, transfer.cell_name('diving'), 'transfer.json')))
   with pytest.raises(UserInputError, match='has no seed 2'):
     transfer.pick_seeds(cell['climbing'], [0, 2], 'the cell')
@@ -364,7 +368,7 @@ def test_gap_closure_pools_pairs():
   (q,) = gap_closure.pooled(table[::-1])  # the runs named in another order: the same row
   assert q['pairs'] == p['pairs']
   assert all(q[k] == p[k] for k in ('gap', 'gain', 'closure'))
-  with pytest.raises(SystemExit, match='seeds'):
+  with pytest.raises(UserInputError, match='seeds'):
     gap_closure.pooled([row('A', 'B', 'dlvhd', 5, 0.2), row('C', 'B', 'dlvhd', 5, 0.2, seeds=2)])
 
 

@@ -292,7 +292,7 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert table['map']['dlvhd']['BK'] == pytest.approx(row['map'], abs=1e-9)
   assert (table['split'], table['metric']) == ('kfold (2 folds)', 'top5_map')
   assert (sw / 'table.md').read_text().splitlines()[2].startswith('top-5 mAP on the target')
-  with pytest.raises(SystemExit, match=r'folds \[1\]'):
+  with pytest.raises(UserInputError, match=r'folds \[1\]'):
     gap_closure.rows(str(wd), [str(runs[1])])
   # The head probe pools the fold runs' videos the same way: one row, whose both-heads mAP is
   # the runs' mAP over all five BK videos (not a mean of the folds' means: 3 and 2 videos).
@@ -301,9 +301,9 @@ def test_kfold_transfer_matrix_pairs_every_video(tmp_path):
   assert (probe['num_folds'], probe['num_seeds'], probe['target']) == (2, 2, 'BK')
   assert probe['map_both']['mean'] == pytest.approx(row['map'], abs=1e-9)
   assert '| VT → BK | DL-VHD | 2 (2 folds) |' in head_probe.to_markdown([probe])
-  with pytest.raises(SystemExit, match=r'folds \[1\]'):
+  with pytest.raises(UserInputError, match=r'folds \[1\]'):
     head_probe.probe_runs([str(runs[1])])
-  with pytest.raises(SystemExit, match='more than one run of fold 0'):
+  with pytest.raises(UserInputError, match='more than one run of fold 0'):
     head_probe.probe_runs([str(runs[0]), str(runs[1]), str(runs[0])])
   # Seed agreement pools them too: one row over the five BK videos, the runs' mAP beside it.
   from tools import seed_agreement  # pylint: disable=import-outside-toplevel

@@ -10,7 +10,24 @@
 label-free readings of a matrix's pairs follow its gaps), `python -m tools.tvsum_ceiling` (TVSum's
 chance, human-agreement and linear-probe references) and `bash tools/gpu_check.sh` (the
 prepared GPU check)."""
+import functools
 import json
+import sys
+
+from dlvhd_jax.errors import UserInputError
+
+
+def exit_on_user_error(main):
+  """A tool's main(argv): the library's one-line UserInputError (app/gap_closure.py's, say)
+  is printed as `error: <message>` and returned as exit code 2, without a traceback."""
+  @functools.wraps(main)
+  def wrapped(argv=None):
+    try:
+      return main(argv)
+    except UserInputError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return e.exit_code
+  return wrapped
 
 
 def report(table: str, numbers, json_path: str = '') -> None:

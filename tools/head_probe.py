@@ -47,8 +47,8 @@ import numpy as np
 from app import experiment, transfer
 from app.detector import recorded_config
 from dlvhd_jax import evaluation, hparams, stats
-from tools.gap_closure import find_runs, fold_groups, label, run_fold, scored_variant
-from tools import report
+from app.gap_closure import find_runs, fold_groups, label, run_fold, scored_variant
+from tools import exit_on_user_error, report
 
 HEADS = ('coarse', 'fine')
 
@@ -199,6 +199,7 @@ def to_markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--json', default='', help='also write the rows here')

@@ -43,11 +43,11 @@ import numpy as np
 
 from app import experiment, transfer
 from app.detector import recorded_config
+from app.gap_closure import _read, find_runs, fold_groups, label, scored_variant
 from dlvhd_jax import evaluation, hparams, stats
 from dlvhd_jax.errors import UserInputError
 from tools import report
 from tools.domain_bound import logistic_regression
-from tools.gap_closure import _read, find_runs, fold_groups, label, scored_variant
 from tools.head_probe import highlights
 
 COMPONENTS = 32

@@ -28,10 +28,10 @@ import sys
 import numpy as np
 
 from app.detector import recorded_config
+from app.gap_closure import _read, find_runs, fold_groups, per_video
 from dlvhd_jax import hparams, replica_axis, stats
 from dlvhd_jax.errors import UserInputError
 from tools import report
-from tools.gap_closure import _read, find_runs, fold_groups, per_video
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
