@@ -26,7 +26,7 @@ from dlvhd_jax.errors import UserInputError
 LABELS = {**tables.LABELS, 'dlvhd': 'DL-VHD', 'sl': 'source-only'}
 
 
-def _read(path: str) -> dict:
+def read_json(path: str) -> dict:
   with open(path) as f:
     return json.load(f)
 
@@ -48,10 +48,10 @@ def matrix_pair(matrix_dir: str, source: str, target: str,
   for p in (src, orc):
     if not os.path.isfile(p):
       raise UserInputError(f'{p} not found: run the transfer matrix over {source} and {target}')
-  evaluated = _read(src)
+  evaluated = read_json(src)
   if target not in evaluated:
     raise UserInputError(f'{src} has no evaluation on {target}')
-  return evaluated[target], _read(orc)
+  return evaluated[target], read_json(orc)
 
 
 def variant(run_dir: str, target: str) -> str:
@@ -85,7 +85,7 @@ def find_runs(paths) -> list[str]:
 def _last_config(run_dir: str) -> dict | None:
   """The config of a run folder's last launch (its config.json), None outside a run."""
   path = os.path.join(run_dir, 'config.json')
-  return _read(path)['history'][-1]['config'] if os.path.isfile(path) else None
+  return read_json(path)['history'][-1]['config'] if os.path.isfile(path) else None
 
 
 def run_fold(run_dir: str) -> tuple[int, int] | None:
@@ -113,7 +113,7 @@ def fold_groups(run_dirs: list[str]) -> list[list[str]]:
     if fold is None:
       out.append([run])
       continue
-    res = _read(os.path.join(run, 'results.json'))
+    res = read_json(os.path.join(run, 'results.json'))
     key = (res['method'], scored_variant(run, res['target_category']),
            res['source_category'], res['target_category'])
     kfold.setdefault(key, []).append((fold, run))
@@ -176,7 +176,7 @@ def _cell(matrix_dir: str, key: tuple, by_fold: dict) -> tuple:
 def rows(matrix_dir: str, run_dirs) -> list[dict]:
   groups: dict = {}
   for run in find_runs(run_dirs):
-    res = _read(os.path.join(run, 'results.json'))
+    res = read_json(os.path.join(run, 'results.json'))
     src, tgt = res['source_category'], res['target_category']
     key = (res['method'], scored_variant(run, tgt), src, tgt)
     groups.setdefault(key, {}).setdefault(run_fold(run), []).append((run, res))

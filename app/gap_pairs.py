@@ -33,17 +33,12 @@ ARTIFACT = 'gap_closure'
 OWN_KEYS = ('data.source_category', 'data.target_category', 'data.fold')
 
 
-def _read(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
-
-
 def read_matrix(matrix_dir: str) -> dict:
   path = os.path.join(matrix_dir, 'matrix.json')
   if not matrix_dir or not os.path.isfile(path):
     raise UserInputError(f'config.sweep.matrix={matrix_dir!r} holds no matrix.json: name a '
                          'finished configs/transfer_matrix.py sweep folder')
-  return _read(path)
+  return gap_closure.read_json(path)
 
 
 def parse_pair(text: str, categories) -> tuple[str, str]:
@@ -78,7 +73,8 @@ def select_pairs(matrix: dict, named=(), max_pairs: int = 10) -> list[tuple[str,
   if int(max_pairs) < 1:
     raise UserInputError(f'config.sweep.max_pairs={max_pairs}: must be at least 1')
   above, _ = transfer.significant_by_sign(matrix)
-  return [(g['source'], g['target'], gaps[g['source']][g['target']]) for g in above][:int(max_pairs)]
+  above = above[:int(max_pairs)]
+  return [(g['source'], g['target'], gaps[g['source']][g['target']]) for g in above]
 
 
 def cells(cfg, pairs) -> list[tuple]:
@@ -104,11 +100,13 @@ def _matrix_config(matrix_dir: str, category: str, fold) -> dict:
   if not os.path.isfile(os.path.join(cell, 'results.json')):
     raise UserInputError(f'{cell} has no results.json: the matrix has no finished model of '
                          f"{category}{'' if fold is None else f' in fold {fold}'}: finish it first")
-  return checkpoint.flatten_config(_read(os.path.join(cell, 'config.json'))['history'][-1]['config'])
+  saved = gap_closure.read_json(os.path.join(cell, 'config.json'))
+  return checkpoint.flatten_config(saved['history'][-1]['config'])
 
 
 def _matrix_seeds(matrix_dir: str, category: str, fold) -> list[int]:
-  res = _read(os.path.join(matrix_dir, transfer.cell_name(category, fold), 'results.json'))
+  cell = os.path.join(matrix_dir, transfer.cell_name(category, fold))
+  res = gap_closure.read_json(os.path.join(cell, 'results.json'))
   return [int(p['seed']) for p in res['per_seed']]
 
 
@@ -171,7 +169,8 @@ def write_closure(workdir: str, matrix_dir: str, run_dirs: list[str]) -> list[di
             'source-only) / (oracle − source-only); source-only and oracle are the matrix\'s '
             'models on the same test videos and seeds; 95% intervals of a paired bootstrap over '
             'seeds × test videos; pooled rows put every pair\'s videos side by side.\n\n')
-    files.write_atomic(os.path.join(workdir, ARTIFACT + '.md'), head + gap_closure.to_markdown(table) + '\n')
+    files.write_atomic(os.path.join(workdir, ARTIFACT + '.md'),
+                       head + gap_closure.to_markdown(table) + '\n')
     files.write_json(os.path.join(workdir, ARTIFACT + '.json'), table)
   return table
 
@@ -198,7 +197,7 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
   check_against_matrix(cfg, matrix_dir, matrix, plan, data_root)
   os.makedirs(workdir, exist_ok=True)
   sweep._check_stale(cfg, workdir, plan, data_root)  # pylint: disable=protected-access
-  finished, diverged, table = [], [], []
+  finished, diverged = [], []
   for i, (spec, tgt, name, method, ov) in enumerate(plan):
     cell = os.path.join(workdir, name)
     res, skipped = sweep._run_cell(cfg, cell, data_root, tgt, method, ov, progress)  # pylint: disable=protected-access
@@ -216,14 +215,14 @@ def run(cfg, workdir: str, progress: bool = True) -> int:
       print(f'[{i + 1}/{len(plan)}] {where}: {outcome}', file=sys.stderr)
     if i + 1 == len(plan) or _pair(plan[i + 1]) != (src, tgt):
       # The pairs every run of which finished (all folds of every method) enter the table.
-      table = _closure_of_complete(workdir, matrix_dir, plan, finished) or table
+      _closure_of_complete(workdir, matrix_dir, plan, finished)
   if files.is_primary():
     print(f'gap pairs of {matrix_dir}: {len(pairs)} pair(s) x {len(s.methods)} method(s), '
           f'{len(plan)} runs: {workdir}/{ARTIFACT}.md, {ARTIFACT}.json', file=sys.stderr)
   if diverged:
-    raise NonFiniteError(f'{len(diverged)} of {len(plan)} gap-pair runs diverged ({", ".join(diverged)};'
-                         f' see their {sweep.DIVERGED}): lower their learning rate or weight, '
-                         'delete those sub-workdirs and rerun')
+    raise NonFiniteError(f'{len(diverged)} of {len(plan)} gap-pair runs diverged '
+                         f'({", ".join(diverged)}; see their {sweep.DIVERGED}): lower their '
+                         'learning rate or weight, delete those sub-workdirs and rerun')
   return 0
 
 
@@ -231,11 +230,13 @@ def _pair(cell) -> tuple[str, str]:
   return cell[4]['data.source_category'], cell[1]
 
 
-def _closure_of_complete(workdir, matrix_dir, plan, finished) -> list[dict]:
+def _closure_of_complete(workdir, matrix_dir, plan, finished) -> None:
   """Writes the gap-closure table of the (pair, method)s all of whose fold runs finished."""
   done = set(finished)
   groups: dict = {}
   for spec, tgt, name, _, ov in plan:
-    groups.setdefault((spec, ov['data.source_category'], tgt), []).append(os.path.join(workdir, name))
+    key = (spec, ov['data.source_category'], tgt)
+    groups.setdefault(key, []).append(os.path.join(workdir, name))
   runs = [r for members in groups.values() if all(m in done for m in members) for r in members]
-  return write_closure(workdir, matrix_dir, runs) if runs else []
+  if runs:
+    write_closure(workdir, matrix_dir, runs)

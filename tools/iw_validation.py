@@ -43,7 +43,7 @@ import numpy as np
 
 from app import experiment, transfer
 from app.detector import recorded_config
-from app.gap_closure import _read, find_runs, fold_groups, label, scored_variant
+from app.gap_closure import find_runs, fold_groups, label, read_json, scored_variant
 from dlvhd_jax import evaluation, hparams, stats
 from dlvhd_jax.errors import UserInputError
 from tools import report
@@ -108,7 +108,7 @@ def _part(run_dir: str, target: str) -> dict:
   labels = experiment.eval_labels(val, metric)
   hl = [highlights(v, metric) for v in val]
   out = {'cfg': cfg, 'target': target, 'weights': weights, 'val_map': [], 'ap_plain': [],
-         'ap_iw': [], 'results': _read(os.path.join(run_dir, 'results.json'))}
+         'ap_iw': [], 'results': read_json(os.path.join(run_dir, 'results.json'))}
   for sc in experiment.split_replicas(cfg, run.scores(cfg, val, tuple(run.objective.eval_heads))):
     own = evaluation.summarize([v.vid for v in val], labels, sc, metric)['per_video_ap']
     out['val_map'].append([np.nan if own[v.vid] is None else own[v.vid] for v in val])

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from app.detector import recorded_config
-from app.gap_closure import _read, find_runs, fold_groups, per_video
+from app.gap_closure import find_runs, fold_groups, per_video, read_json
 from dlvhd_jax import hparams, replica_axis, stats
 from dlvhd_jax.errors import UserInputError
 from tools import report
@@ -65,7 +65,7 @@ def _scores(run_dir: str):
     raise UserInputError(f'{run_dir}: one seed per value; agreement needs a run with '
                          '--config.num_seeds >= 2')
   res = os.path.join(run_dir, 'results.json')
-  return cfg, videos, (_read(res) if os.path.isfile(res) else {})
+  return cfg, videos, (read_json(res) if os.path.isfile(res) else {})
 
 
 def _test_map(summaries: list[dict]) -> float | None:
